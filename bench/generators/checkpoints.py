@@ -1,0 +1,162 @@
+"""Loading generator checkpoints safely, with strict key and shape checks.
+
+Supported formats:
+
+- rosinality StyleGAN2 ``.pt`` (``{'g_ema': state_dict, 'latent_avg': (512,)}`` from ``convert_weight.py``,
+  or a training checkpoint with ``g_ema`` and no ``latent_avg``), read with ``torch.load(weights_only=True)``
+  so that no code in the file runs.
+- the project's own ``.safetensors`` generator files (architecture in the metadata).
+
+Every load compares the file's keys and shapes with the architecture inferred from it and raises
+:class:`CheckpointError` naming the file and the offending keys: nothing is loaded with ``strict=False``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from bench.generators.layers import make_fir_kernel
+from bench.generators.stylegan2 import GeneratorConfig, StyleGAN2Generator
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, of an unknown format, or does not match the architecture."""
+
+
+def infer_rosinality_config(sd: dict[str, torch.Tensor], source: str = "checkpoint") -> GeneratorConfig:
+    """Infer resolution, w_dim, mapping depth and channels from a rosinality ``g_ema`` state dict."""
+    try:
+        w_dim = sd["style.1.weight"].shape[1]
+        n_mlp = len({m.group(1) for k in sd if (m := re.match(r"style\.(\d+)\.weight$", k))})
+        n_rgbs = len({m.group(1) for k in sd if (m := re.match(r"to_rgbs\.(\d+)\.", k))})
+        channels = {4: sd["conv1.conv.weight"].shape[1]}
+        for j in range(n_rgbs):
+            channels[2 ** (j + 3)] = sd[f"convs.{2 * j}.conv.weight"].shape[1]
+    except KeyError as err:
+        raise CheckpointError(f"{source}: not a rosinality StyleGAN2 state dict (missing key {err})") from err
+    return GeneratorConfig(resolution=2 ** (n_rgbs + 2), w_dim=w_dim, n_mlp=n_mlp, channels=channels)
+
+
+def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str,
+                     ignore: tuple[str, ...] = ()) -> None:
+    """Raise :class:`CheckpointError` unless ``sd`` has exactly the model's keys and shapes."""
+    expected = {k: v.shape for k, v in model.state_dict().items() if k not in ignore}
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    wrong = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(expected[k])}"
+             for k in sorted(set(sd) & set(expected)) if sd[k].shape != expected[k]]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys, e.g. {missing[:5]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys, e.g. {unexpected[:5]}")
+    if wrong:
+        problems.append(f"{len(wrong)} shape mismatches, e.g. {wrong[:5]}")
+    if problems:
+        raise CheckpointError(f"{source}: does not match the StyleGAN2 architecture: " + "; ".join(problems))
+
+
+def _check_fir_buffers(sd: dict[str, torch.Tensor], source: str) -> None:
+    for key, gain in ((r"convs\.\d+\.conv\.blur\.kernel", 4.0), (r"to_rgbs\.\d+\.upsample\.kernel", 4.0)):
+        want = make_fir_kernel(gain=gain)
+        for k in (k for k in sd if re.fullmatch(key, k)):
+            if sd[k].shape != want.shape or not torch.allclose(sd[k].float(), want, atol=1e-6):
+                raise CheckpointError(f"{source}: {k} is not the [1,3,3,1] blur kernel; other kernels are unsupported")
+
+
+def load_rosinality(path: str | Path, *, w_avg_samples: int = 10_000) -> StyleGAN2Generator:
+    """Load a rosinality StyleGAN2 ``.pt`` file (``g_ema`` weights) on the CPU.
+
+    Args:
+        path: the ``.pt`` file.
+        w_avg_samples: if the file has no ``latent_avg``, ``w_avg`` is the mean of this many mapped
+            samples (seed 0), as rosinality's ``mean_latent`` does; the description says so.
+
+    Returns:
+        The generator in eval mode with gradients disabled.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure is reported with the file name
+        raise CheckpointError(f"{path}: cannot be read as a weights-only torch file ({err})") from err
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("g_ema"), dict):
+        keys = list(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(f"{path}: expected a dict with a 'g_ema' state dict (rosinality layout), got {keys}")
+    sd = {k: v.float() for k, v in ckpt["g_ema"].items()}
+    config = infer_rosinality_config(sd, str(path))
+    gen = StyleGAN2Generator(config)
+    check_state_dict(gen, sd, str(path), ignore=("w_avg",))
+    _check_fir_buffers(sd, str(path))
+    gen.load_state_dict({**sd, "w_avg": gen.w_avg}, strict=True)
+    latent_avg = ckpt.get("latent_avg")
+    if latent_avg is not None:
+        latent_avg = torch.as_tensor(latent_avg).float().reshape(-1)
+        if latent_avg.shape != (config.w_dim,):
+            raise CheckpointError(f"{path}: latent_avg has shape {tuple(latent_avg.shape)}, expected ({config.w_dim},)")
+        gen.w_avg.copy_(latent_avg)
+        avg_note = "latent_avg from file"
+    else:
+        gen.compute_w_avg(w_avg_samples, seed=0)
+        avg_note = f"w_avg = mean of {w_avg_samples} mapped samples (file has no latent_avg)"
+    gen.description = f"StyleGAN2 {config.resolution}px from {path.name} (rosinality .pt; {avg_note})"
+    return gen.eval().requires_grad_(False)
+
+
+def save_rosinality(gen: StyleGAN2Generator, path: str | Path, *, with_latent_avg: bool = True) -> None:
+    """Write ``gen`` in the rosinality ``convert_weight.py`` layout (used by tests and converters)."""
+    sd = {k: v.detach().cpu().clone() for k, v in gen.state_dict().items() if k != "w_avg"}
+    ckpt: dict = {"g_ema": sd}
+    if with_latent_avg:
+        ckpt["latent_avg"] = gen.w_avg.detach().cpu().clone()
+    torch.save(ckpt, path)
+
+
+def save_safetensors(gen: StyleGAN2Generator, path: str | Path, extra: dict | None = None) -> None:
+    """Write the project's safetensors generator format (weights + JSON architecture in the metadata)."""
+    from safetensors.torch import save_file
+
+    meta = {"format": "bench-stylegan2", "config": json.dumps(gen.config.to_dict()),
+            "extra": json.dumps(extra or {})}
+    save_file({k: v.detach().cpu().contiguous() for k, v in gen.state_dict().items()}, str(path), metadata=meta)
+
+
+def load_safetensors(path: str | Path) -> StyleGAN2Generator:
+    """Load a generator written by :func:`save_safetensors`, with strict checks."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            sd = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as err:  # noqa: BLE001
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+    if meta.get("format") != "bench-stylegan2":
+        raise CheckpointError(f"{path}: metadata format is {meta.get('format')!r}, expected 'bench-stylegan2'")
+    gen = StyleGAN2Generator(GeneratorConfig.from_dict(json.loads(meta["config"])))
+    check_state_dict(gen, sd, str(path))
+    gen.load_state_dict(sd, strict=True)
+    gen.description = f"StyleGAN2 {gen.resolution}px from {path.name}"
+    return gen.eval().requires_grad_(False)
+
+
+def load_generator(path: str | Path) -> StyleGAN2Generator:
+    """Load any supported generator file, choosing the reader by extension."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".pt", ".pth"):
+        return load_rosinality(path)
+    if suffix == ".safetensors":
+        return load_safetensors(path)
+    if suffix == ".pkl":
+        raise CheckpointError(f"{path}: NVIDIA .pkl files are not supported yet; convert to the rosinality .pt "
+                              "layout (e.g. with rosinality's convert_weight.py) and pass that file")
+    raise CheckpointError(f"{path}: unknown generator format {suffix!r}; expected .pt (rosinality) or .safetensors")

@@ -1,0 +1,175 @@
+import pytest
+import torch
+
+from bench.generators.checkpoints import (
+    CheckpointError,
+    load_generator,
+    load_rosinality,
+    save_rosinality,
+    save_safetensors,
+)
+from bench.generators.stylegan2 import GeneratorConfig, StyleGAN2Generator, default_channels
+from tests.generators import naive_stylegan2 as naive
+
+# float32 generator vs float64 naive reference: max abs difference (issue #2 asks for 1e-4)
+TOL_IMAGE = 1e-4
+
+
+def random_generator(resolution=32, w_dim=64, seed=0, channels=None):
+    torch.manual_seed(seed)
+    cfg = GeneratorConfig(resolution, w_dim, n_mlp=3, channels=channels or default_channels(resolution, 512, 32))
+    gen = StyleGAN2Generator(cfg, noise_seed=seed)
+    # non-trivial noise strengths and biases, so those paths are exercised
+    with torch.no_grad():
+        for name, p in gen.named_parameters():
+            if name.endswith("noise.weight") or name.endswith("activate.bias") or name.endswith("rgb1.bias"):
+                p.normal_(0, 0.3)
+    gen.compute_w_avg(500)
+    return gen.eval()
+
+
+@pytest.fixture(scope="module")
+def gen():
+    return random_generator()
+
+
+def test_matches_naive_reference(gen):
+    z = torch.randn(3, gen.z_dim, generator=torch.Generator().manual_seed(1))
+    sd = gen.state_dict()
+    w = gen.mapping(z)
+    w_ref = naive.mapping(sd, z, gen.config.n_mlp)
+    assert (w.double() - w_ref).abs().max() < 1e-4
+    ws = torch.randn(3, gen.num_ws, gen.w_dim, generator=torch.Generator().manual_seed(2)) * 0.5 + w[:1, None]
+    with torch.no_grad():
+        img = gen.synthesis(ws)
+    ref = naive.synthesis(sd, ws, len(gen.to_rgbs))
+    assert img.shape == (3, 3, 32, 32)
+    assert (img.double() - ref).abs().max() < TOL_IMAGE
+    assert ref.abs().max() > 0.05  # the comparison is not between two near-zero images
+
+
+def test_rosinality_like_channels_at_64():
+    # rosinality Generator(64, w, n, channel_multiplier=1) channel table, scaled down: 4..32 wide, 64 narrower
+    g = random_generator(64, 32, seed=3, channels={4: 32, 8: 32, 16: 32, 32: 32, 64: 16})
+    ws = torch.randn(2, g.num_ws, g.w_dim)
+    with torch.no_grad():
+        out = g.synthesis(ws)
+    ref = naive.synthesis(g.state_dict(), ws, len(g.to_rgbs))
+    assert (out.double() - ref).abs().max() < TOL_IMAGE
+
+
+def test_constant_noise_determinism(gen):
+    ws = gen.w_avg.expand(2, gen.num_ws, -1).clone()
+    with torch.no_grad():
+        a, b = gen.synthesis(ws), gen.synthesis(ws)
+    assert torch.equal(a, b)
+
+
+def test_batch_independence(gen):
+    ws = torch.randn(4, gen.num_ws, gen.w_dim)
+    with torch.no_grad():
+        batch = gen.synthesis(ws)
+        single = torch.cat([gen.synthesis(ws[i : i + 1]) for i in range(4)])
+    assert (batch - single).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("res", [8, 16])
+def test_split_equals_full_minus_coarse_skip(gen, res):
+    """synthesis_from(features(ws, s), ws, s) must equal the naive full synthesis in which the RGB skip
+    arriving at resolution s is dropped (and nothing else changes); and the difference to the unmodified
+    image must be exactly the upsampled coarse skip."""
+    ws = torch.randn(2, gen.num_ws, gen.w_dim)
+    j = {8: 0, 16: 1}[res]
+    with torch.no_grad():
+        f = gen.features(ws, res)
+        split = gen.synthesis_from(f, ws, res)
+        full = gen.synthesis(ws)
+    assert f.shape == (2, *gen.feature_shape(res))
+    ref_zeroed = naive.synthesis(gen.state_dict(), ws, len(gen.to_rgbs), zero_skip_at=j)
+    assert (split.double() - ref_zeroed).abs().max() < TOL_IMAGE
+    _, skips = naive.synthesis(gen.state_dict(), ws, len(gen.to_rgbs), return_skips=True)
+    contribution = skips[j]  # RGB at res/2, entering the ToRGB at res
+    for _ in range(len(gen.to_rgbs) - j):
+        contribution = naive._upsample2(contribution)
+    assert (full.double() - split.double() - contribution).abs().max() < TOL_IMAGE
+
+
+def test_split_uses_only_ws_from_M(gen):
+    ws = torch.randn(1, gen.num_ws, gen.w_dim)
+    f = torch.randn(1, *gen.feature_shape(16))
+    m = gen.first_ws_index(16)
+    assert m == 4
+    ws2 = ws.clone()
+    ws2[:, :m] += 5.0
+    with torch.no_grad():
+        assert torch.equal(gen.synthesis_from(f, ws, 16), gen.synthesis_from(f, ws2, 16))
+        ws3 = ws.clone()
+        ws3[:, m] += 1.0
+        assert not torch.allclose(gen.synthesis_from(f, ws, 16), gen.synthesis_from(f, ws3, 16))
+
+
+def test_bad_shapes_raise(gen):
+    with pytest.raises(ValueError, match="ws must have shape"):
+        gen.synthesis(torch.zeros(1, 3, gen.w_dim))
+    with pytest.raises(ValueError, match="base resolution"):
+        gen.features(torch.zeros(1, gen.num_ws, gen.w_dim), 12)
+    with pytest.raises(ValueError, match="f must have shape"):
+        gen.synthesis_from(torch.zeros(1, 7, 16, 16), torch.zeros(1, gen.num_ws, gen.w_dim), 16)
+
+
+def test_rosinality_roundtrip(tmp_path, gen):
+    path = tmp_path / "g.pt"
+    save_rosinality(gen, path)
+    loaded = load_generator(path)
+    ws = torch.randn(2, gen.num_ws, gen.w_dim)
+    with torch.no_grad():
+        assert torch.equal(loaded.synthesis(ws), gen.synthesis(ws))
+    assert torch.equal(loaded.w_avg, gen.w_avg)
+    assert "latent_avg from file" in loaded.description
+
+
+def test_rosinality_without_latent_avg(tmp_path, gen):
+    path = tmp_path / "g.pt"
+    save_rosinality(gen, path, with_latent_avg=False)
+    loaded = load_rosinality(path, w_avg_samples=500)
+    assert "no latent_avg" in loaded.description
+    assert torch.allclose(loaded.w_avg, gen.w_avg, atol=1e-5)  # same 500 seeded samples
+
+
+def test_rosinality_wrong_key_and_shape(tmp_path, gen):
+    ckpt = {"g_ema": {k: v.clone() for k, v in gen.state_dict().items() if k != "w_avg"}}
+    ckpt["g_ema"]["convs.1.conv.weight_typo"] = ckpt["g_ema"].pop("convs.1.conv.weight")
+    torch.save(ckpt, tmp_path / "bad_key.pt")
+    with pytest.raises(CheckpointError, match=r"bad_key\.pt.*missing keys.*convs\.1\.conv\.weight"):
+        load_generator(tmp_path / "bad_key.pt")
+    ckpt = {"g_ema": {k: v.clone() for k, v in gen.state_dict().items() if k != "w_avg"}}
+    ckpt["g_ema"]["convs.1.activate.bias"] = torch.zeros(5)
+    torch.save(ckpt, tmp_path / "bad_shape.pt")
+    with pytest.raises(CheckpointError, match=r"bad_shape\.pt.*convs\.1\.activate\.bias"):
+        load_generator(tmp_path / "bad_shape.pt")
+    torch.save({"state_dict": {}}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="g_ema"):
+        load_generator(tmp_path / "other.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match="junk.pt"):
+        load_generator(tmp_path / "junk.pt")
+
+
+def test_weights_only_refuses_code(tmp_path):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("code ran",))
+
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps({"g_ema": Evil()}))
+    with pytest.raises(CheckpointError):
+        load_generator(tmp_path / "evil.pt")
+
+
+def test_safetensors_roundtrip(tmp_path, gen):
+    save_safetensors(gen, tmp_path / "g.safetensors")
+    loaded = load_generator(tmp_path / "g.safetensors")
+    ws = torch.randn(1, gen.num_ws, gen.w_dim)
+    with torch.no_grad():
+        assert torch.equal(loaded.synthesis(ws), gen.synthesis(ws))
