@@ -1,0 +1,49 @@
+import pytest
+import torch
+
+from bench.generators.stylegan2 import GeneratorConfig, StyleGAN2Generator, default_channels
+
+
+def pytest_collection_modifyitems(config, items):
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA device (run on the GPU machine)")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def device():
+    """Tests run on the CPU unless BENCH_TEST_DEVICE says otherwise."""
+    import os
+
+    return torch.device(os.environ.get("BENCH_TEST_DEVICE", "cpu"))
+
+
+def make_tiny_generator(resolution=32, w_dim=32, seed=0):
+    torch.manual_seed(seed)
+    cfg = GeneratorConfig(resolution, w_dim, n_mlp=2, channels=default_channels(resolution, 256, 16))
+    gen = StyleGAN2Generator(cfg, noise_seed=seed)
+    gen.compute_w_avg(256)
+    return gen.eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="session")
+def tiny_generator():
+    """A 32 px random-weight StyleGAN2 for contract tests."""
+    return make_tiny_generator()
+
+
+class BlurPerceptual:
+    """Test fake of a perceptual distance: MSE between 4x average-pooled images (differentiable, per image)."""
+
+    name = "test-fake-pooled-mse"
+
+    def __call__(self, x, y):
+        px, py = torch.nn.functional.avg_pool2d(x, 4), torch.nn.functional.avg_pool2d(y, 4)
+        return (px - py).square().flatten(1).mean(1)
+
+
+@pytest.fixture
+def fake_perceptual():
+    return BlurPerceptual()
