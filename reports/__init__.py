@@ -1,0 +1,46 @@
+"""Report stage: tables and figures read from run directories (never from models)."""
+
+from reports.figures import cell_dpi, figure_grid, metric_curve, safe_label
+from reports.rundir import (
+    MetricInfo,
+    RunDirError,
+    check_run_dir,
+    read_config,
+    read_metrics,
+    read_results,
+    read_sample_index,
+    read_timing,
+    read_versions,
+)
+from reports.tables import (
+    load_metric_info,
+    load_results,
+    summary_table,
+    to_latex,
+    to_markdown,
+    write_csv,
+    write_report,
+)
+
+__all__ = [
+    "MetricInfo",
+    "RunDirError",
+    "cell_dpi",
+    "check_run_dir",
+    "figure_grid",
+    "load_metric_info",
+    "load_results",
+    "metric_curve",
+    "read_config",
+    "read_metrics",
+    "read_results",
+    "read_sample_index",
+    "read_timing",
+    "read_versions",
+    "safe_label",
+    "summary_table",
+    "to_latex",
+    "to_markdown",
+    "write_csv",
+    "write_report",
+]

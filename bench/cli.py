@@ -1,0 +1,163 @@
+"""``bench``: the command line, a thin shell over the Python API (``bench.runner.run`` and friends)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import click
+
+from bench.config import PROFILES, RunConfig, make_config
+
+DEFAULTS = RunConfig()
+
+
+def _fail(err: Exception) -> None:
+    raise click.ClickException(str(err)) from err
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(package_name="gan-inversion-bench")
+def main() -> None:
+    """Benchmark StyleGAN inversion methods on translated, rotated and scaled images."""
+
+
+@main.command()
+@click.option("--methods", default=None, help=f"Comma list of methods or aliases (bench ls methods). "
+              f"[default: {DEFAULTS.methods}]")
+@click.option("--transform", "transforms", multiple=True, help="Transform spec, repeatable (bench ls transforms).")
+@click.option("--protocol", default=None, help="Named transform grid, e.g. bdinvert-table1 (bench ls protocols).")
+@click.option("--identity/--no-identity", "include_identity", default=None,
+              help="Also run the untransformed images as a baseline.  [default: identity]")
+@click.option("--fill", type=click.Choice(["reflection", "zeros", "border"]), default=None,
+              help=f"Border fill of the transforms.  [default: {DEFAULTS.fill}]")
+@click.option("--generator", default=None, help="Generator checkpoint (.pt rosinality, .safetensors). "
+              "[default: the embedded world]")
+@click.option("--data", default=None, help="synthetic:N, folder:PATH, celebahq:PATH[,split=FILE], lsun:PATH, "
+              "set:PATH, procfaces:N.  [default: procfaces (held-out faces)]")
+@click.option("--n", type=click.IntRange(min=1), default=None, help="Number of items (seeded subset).")
+@click.option("--seed", type=int, default=None, help=f"Master seed.  [default: {DEFAULTS.seed}]")
+@click.option("--steps", type=click.IntRange(min=0), default=None, help="Optimisation steps for every method.")
+@click.option("--profile", type=click.Choice(["auto", *PROFILES]), default=None,
+              help="quick: capped steps, 8 items (CPU default); paper: published settings, 50 items (GPU).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help=f"Images inverted together.  [default: {DEFAULTS.batch_size}]")
+@click.option("--device", default=None, help="auto, cpu, cuda, cuda:N.  [default: auto]")
+@click.option("--run-dir", default=None, help="Output folder; re-running with it resumes.  [default: runs/DATE]")
+@click.option("--metric", "metrics", multiple=True, help="Metric name, repeatable (bench ls metrics). [default: all]")
+@click.option("--perceptual", type=click.Choice(["auto", "lpips-vgg", "lpips-alex", "world", "none"]), default=None,
+              help="Perceptual distance in the methods' losses.  [default: auto]")
+@click.option("--lpips-weights", default=None, help="Folder or file with torchvision AlexNet/VGG16 weights.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="JSON or TOML file of run options (the CLI overrides it).")
+@click.option("--dry-run", is_flag=True, help="Print the resolved configuration and exit.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def run(config_file: str | None, dry_run: bool, quiet: bool, **options) -> None:
+    """Invert (transformed) images with each method and score the reconstructions."""
+    from bench.config import resolve
+    from bench.runner import resolve_device
+    from bench.runner import run as run_api
+
+    try:
+        config = make_config(options, config_file)
+        if dry_run:
+            resolved = resolve(config, device_type=resolve_device(config.device).type)
+            click.echo(json.dumps(resolved.to_dict(), indent=2))
+            return
+        run_dir = run_api(config, progress=not quiet, log=lambda m: click.echo(m, err=True))
+    except (ValueError, OSError) as err:
+        _fail(err)
+    click.echo(f"results written to {run_dir}  (next: bench report {run_dir})")
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, type=click.Path(file_okay=False))
+@click.option("--out", default=None, help="Report folder.  [default: RUN_DIR/report]")
+def report(run_dirs: tuple[str, ...], out: str | None) -> None:
+    """Write tables (CSV, Markdown, LaTeX) and figure grids for one or more runs (default: the latest)."""
+    from reports import write_report
+
+    dirs = [Path(d) for d in run_dirs] or [_latest_run()]
+    out_dir = Path(out) if out else dirs[0] / "report"
+    try:
+        paths = write_report(dirs, out_dir)
+    except (ValueError, OSError) as err:
+        _fail(err)
+    for name, path in paths.items():
+        click.echo(f"{name}: {path}")
+
+
+def _latest_run() -> Path:
+    runs = sorted(p for p in Path("runs").glob("*") if (p / "results.csv").is_file())
+    if not runs:
+        raise click.ClickException("no run found under ./runs; pass a run directory")
+    return max(runs, key=lambda p: (p / "results.csv").stat().st_mtime)
+
+
+@main.command("make-set")
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--data", default=None, help="Image source spec (as for bench run).  [default: procfaces]")
+@click.option("--transform", "transforms", multiple=True, help="Transform spec, repeatable.")
+@click.option("--protocol", default=None, help="Named transform grid.")
+@click.option("--identity/--no-identity", "include_identity", default=None, help="Include untransformed copies.")
+@click.option("--fill", type=click.Choice(["reflection", "zeros", "border"]), default=None)
+@click.option("--generator", default=None, help="Generator (for synthetic: data and the resolution).")
+@click.option("--n", type=click.IntRange(min=1), default=None, help="Number of items.")
+@click.option("--seed", type=int, default=None, help="Master seed.")
+@click.option("--device", default=None, help="auto, cpu, cuda.")
+def make_set(out_dir: str, **options) -> None:
+    """Write a transformed set to disk: PNG images, validity masks, and a CSV of parameters and matrices."""
+    from bench.makeset import make_set as make_set_api
+
+    try:
+        config = make_config({**options, "profile": "quick"})
+        count = make_set_api(config, Path(out_dir), log=lambda m: click.echo(m, err=True))
+    except (ValueError, OSError) as err:
+        _fail(err)
+    click.echo(f"wrote {count} images to {out_dir}  (use it with: bench run --data set:{out_dir})")
+
+
+@main.command("ls")
+@click.argument("what", type=click.Choice(["methods", "transforms", "metrics", "protocols", "config"]))
+def ls(what: str) -> None:
+    """List methods, transforms (grammar), metrics, protocols, or the run options."""
+    from bench import listing
+
+    click.echo(getattr(listing, what)())
+
+
+@main.group()
+def zoo() -> None:
+    """The embedded world's shipped weights."""
+
+
+@zoo.command("ls")
+def zoo_ls() -> None:
+    """Show what is shipped and what a user can add."""
+    from bench import listing
+
+    click.echo(listing.zoo())
+
+
+@zoo.command("verify")
+def zoo_verify() -> None:
+    """Check the shipped files against the manifest's SHA-256 hashes."""
+    from bench.world.zoo import verify
+
+    problems = verify()
+    for p in problems:
+        click.echo(p, err=True)
+    if problems:
+        sys.exit(1)
+    click.echo("all shipped assets match the manifest")
+
+
+def config_fields() -> list[str]:
+    """Names of the RunConfig fields (each maps 1:1 to an option of ``bench run``)."""
+    return [f.name for f in fields(RunConfig)]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,139 @@
+"""The run configuration: one typed object, filled from defaults < config file < command line.
+
+Every ``bench run`` option maps 1:1 to a field here and takes its default from here. ``resolve`` applies
+the profile (``quick`` on a CPU so a first run finishes in minutes, ``paper`` with the published settings
+on a GPU) and fills data-dependent defaults; the result is what gets written to ``config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+PROFILES = {
+    # steps cap per method and default number of items; None keeps each method's published default
+    "quick": {"max_steps": 300, "n": 8},
+    "paper": {"max_steps": None, "n": 50},
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's numbers (plus where to write them).
+
+    Attributes:
+        methods: comma-separated method presets or aliases (``bench ls methods``).
+        transforms: transform specs (``bench ls transforms`` shows the grammar).
+        protocol: a named transform protocol (e.g. ``bdinvert-table1``), added before ``transforms``.
+        include_identity: also run the untransformed images, as the baseline row of every table.
+        fill: border fill of the transforms: reflection, zeros (black) or border.
+        generator: generator checkpoint; None = the embedded default world.
+        data: image source spec (``synthetic:N``, ``folder:PATH``, ``celebahq:PATH``, ``lsun:PATH``,
+            ``set:PATH``, ``procfaces:N``); None = the default world's held-out faces.
+        n: number of items (seeded random subset); None = the profile's default.
+        seed: master seed for subsets, transform parameters and methods.
+        steps: optimisation steps for every method (overrides the profile).
+        profile: ``auto`` (quick on CPU, paper on GPU), ``quick`` or ``paper``.
+        batch_size: images inverted together.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        run_dir: output folder; an existing run with the same configuration is resumed.
+        metrics: metric names; empty = all defaults.
+        perceptual: perceptual distance for the methods' losses: auto, lpips-vgg, lpips-alex, world, none.
+        lpips_weights: folder or file(s) with torchvision AlexNet/VGG16 weights for LPIPS.
+        max_samples: sample images kept per transform for the figures.
+        save_latents: keep each item's latent codes.
+        method_params: per-method hyper-parameter overrides, e.g. ``{"im2s": {"lr": 0.02}}``.
+    """
+
+    methods: str = "im2s"
+    transforms: tuple[str, ...] = ()
+    protocol: str | None = None
+    include_identity: bool = True
+    fill: str = "reflection"
+    generator: str | None = None
+    data: str | None = None
+    n: int | None = None
+    seed: int = 0
+    steps: int | None = None
+    profile: str = "auto"
+    batch_size: int = 8
+    device: str = "auto"
+    run_dir: str | None = None
+    metrics: tuple[str, ...] = ()
+    perceptual: str = "auto"
+    lpips_weights: str | None = None
+    max_samples: int = 8
+    save_latents: bool = True
+    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or TOML config file into a dict of RunConfig fields (unknown keys raise)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {path}: no such file")
+    try:
+        data = tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ValueError(f"config file {path}: cannot be parsed ({err})") from err
+    known = {f.name for f in fields(RunConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"config file {path}: unknown keys {unknown}; known keys: {sorted(known)}")
+    return data
+
+
+def make_config(cli: dict[str, Any], config_file: str | Path | None = None) -> RunConfig:
+    """Merge defaults < config file < CLI values (CLI entries that are None or empty are 'not given')."""
+    merged: dict[str, Any] = {}
+    if config_file is not None:
+        merged.update(load_config_file(config_file))
+    merged.update({k: v for k, v in cli.items() if v is not None and v != ()})
+    for key in ("transforms", "metrics"):
+        if key in merged and isinstance(merged[key], str):
+            merged[key] = (merged[key],)
+        if key in merged:
+            merged[key] = tuple(merged[key])
+    return RunConfig(**merged)
+
+
+def resolve(config: RunConfig, *, device_type: str) -> RunConfig:
+    """Apply the profile and validate simple fields; returns a new config.
+
+    Args:
+        config: the merged configuration.
+        device_type: ``"cpu"`` or ``"cuda"`` (the resolved device), used by ``profile="auto"``.
+    """
+    profile = config.profile
+    if profile == "auto":
+        profile = "paper" if device_type == "cuda" else "quick"
+    if profile not in PROFILES:
+        raise ValueError(f"--profile {config.profile!r}: expected auto, {', '.join(PROFILES)}")
+    if config.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {config.batch_size}")
+    if config.steps is not None and config.steps < 0:
+        raise ValueError(f"--steps must be >= 0, got {config.steps}")
+    if config.n is not None and config.n < 1:
+        raise ValueError(f"--n must be >= 1, got {config.n}")
+    n = config.n if config.n is not None else PROFILES[profile]["n"]
+    return replace(config, profile=profile, n=n)
+
+
+def method_overrides(config: RunConfig, method: str, default_steps: int) -> dict[str, Any]:
+    """Hyper-parameter overrides for one method: steps from --steps or the profile cap, then method_params."""
+    out: dict[str, Any] = {}
+    cap = PROFILES[config.profile]["max_steps"]
+    if config.steps is not None and default_steps > 0:
+        out["steps"] = config.steps
+    elif cap is not None and default_steps > cap:
+        out["steps"] = cap
+    out.update(config.method_params.get(method, {}))
+    return out

@@ -1,0 +1,544 @@
+"""Data sources: where the benchmark's target images come from.
+
+A source is opened from a spec string ``KIND:ARG[:N]`` (see ``open_source``) and yields ``Item``s, each an
+image in the benchmark convention (float32 (3, R, R), RGB, [-1, 1]) with a stable id and a per-item seed.
+Built-in kinds: ``synthetic``, ``folder``, ``celebahq``, ``lsun``, ``set``; other modules add kinds with
+``register_source``. Sources are lazy: files are decoded while iterating, and unreadable ones are reported
+through ``on_error`` and skipped, so ``len(source)`` counts candidates and may exceed what iteration yields.
+"""
+
+from __future__ import annotations
+
+import abc
+import difflib
+import hashlib
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import lmdb
+import numpy as np
+import torch
+
+from bench.data.images import MIN_SIDE, ImageLoadError, decode_image, list_image_files, load_image
+
+__all__ = [
+    "Item",
+    "Source",
+    "SourceFactory",
+    "available_kinds",
+    "item_seed",
+    "open_source",
+    "parse_source_spec",
+    "register_source",
+    "select_subset",
+]
+
+ErrorHandler = Callable[[str], None]
+
+
+@dataclass(frozen=True, eq=False)
+class Item:
+    """One target image and what is known about it.
+
+    Compared by identity (tensor fields have no single truth value).
+
+    Attributes:
+        id: Stable id, unique within its source (file path stem, LMDB key, ``"synthetic-000007"``).
+        image: float32 (3, R, R), RGB, values in [-1, 1], on CPU.
+        seed: Per-item seed in [0, 2**31 - 1], ``item_seed(source_seed, id)``.
+        latent: For generator samples, the w vector (w_dim,) float32 on CPU that produced ``image``.
+        mask: For items read from a made set, the (1, R, R) validity mask in [0, 1].
+        transform: For items read from a made set, the transform parameters recorded with it.
+        meta: Free-form provenance, e.g. ``{"path": "..."}``.
+    """
+
+    id: str
+    image: torch.Tensor
+    seed: int
+    latent: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+    transform: dict | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        img = self.image
+        if not isinstance(img, torch.Tensor) or img.dim() != 3 or img.shape[0] != 3 or img.shape[1] != img.shape[2]:
+            shape = tuple(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__
+            raise ValueError(f"Item {self.id!r}: image must be a (3, R, R) tensor, got {shape}")
+        if img.dtype != torch.float32:
+            raise ValueError(f"Item {self.id!r}: image must be float32, got {img.dtype}")
+
+
+def item_seed(seed: int, item_id: str) -> int:
+    """Derive a per-item seed from the source seed and the item id, stable across runs and machines.
+
+    Args:
+        seed: The source seed.
+        item_id: The item id.
+
+    Returns:
+        An integer in [0, 2**31 - 1] (SHA-256 based, unlike the per-process salted ``hash()``).
+    """
+    digest = hashlib.sha256(f"{int(seed)}\x00{item_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+class Source(abc.ABC):
+    """A sized, re-iterable collection of ``Item``s.
+
+    Attributes:
+        name: The source kind, e.g. ``"folder"``.
+        description: Human-readable summary (what, where, how many).
+    """
+
+    def __init__(self, name: str, description: str, ids: Sequence[str], *, seed: int, on_error: ErrorHandler):
+        """Create a source over ``ids`` (already subset and in id order)."""
+        self.name = name
+        self.description = description
+        self.seed = int(seed)
+        self.on_error = on_error
+        self._ids = list(ids)
+
+    def ids(self) -> list[str]:
+        """Return the ids this source will try to yield, in order."""
+        return list(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __iter__(self) -> Iterator[Item]:
+        for item_id in self._ids:
+            item = self._load(item_id)
+            if item is not None:
+                yield item
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}: {self.description}>"
+
+    @abc.abstractmethod
+    def _load(self, item_id: str) -> Item | None:
+        """Load one item, or report the problem through ``on_error`` and return None."""
+
+
+class SourceFactory(Protocol):
+    """Builds a source from the argument part of a spec; registered with ``register_source``."""
+
+    def __call__(
+        self, arg: str, *, resolution: int, n: int | None, seed: int, generator: Any, on_error: ErrorHandler
+    ) -> Source:
+        """Open the source for ``arg`` at ``resolution``, keeping a seeded subset of ``n`` items if given."""
+        ...
+
+
+_REGISTRY: dict[str, SourceFactory] = {}
+_KIND_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+_COUNT_SUFFIX_RE = re.compile(r"^(.+):(\d+)$")
+
+
+def register_source(kind: str, factory: SourceFactory, *, replace: bool = False) -> None:
+    """Register a source kind so that ``open_source("KIND:ARG")`` calls ``factory``.
+
+    Args:
+        kind: Lower-case name (letters, digits, ``_``, ``-``), e.g. ``"procfaces"``.
+        factory: Called as ``factory(arg, *, resolution, n, seed, generator, on_error)``; should apply
+            ``select_subset`` for ``n``.
+        replace: Allow replacing an existing registration.
+
+    Raises:
+        ValueError: If ``kind`` is malformed or already registered (and ``replace`` is False).
+    """
+    if not isinstance(kind, str) or not _KIND_RE.match(kind):
+        raise ValueError(f"source kind must match {_KIND_RE.pattern}, got {kind!r}")
+    if kind in _REGISTRY and not replace:
+        raise ValueError(f"source kind {kind!r} is already registered")
+    _REGISTRY[kind] = factory
+
+
+def available_kinds() -> list[str]:
+    """Return the registered source kinds, built-in ones first."""
+    return list(_REGISTRY)
+
+
+def parse_source_spec(spec: str) -> tuple[str, str, int | None]:
+    """Split ``KIND:ARG[:N]`` into its parts.
+
+    The kind is the text before the first ``:``. A trailing ``:<digits>`` after a non-empty argument is the
+    subset size N (so ``synthetic:8`` is kind ``synthetic``, argument ``8``, no N; ``folder:/d:50`` has
+    N = 50). A path that really ends in ``:<digits>`` can be written with a trailing ``/``.
+
+    Args:
+        spec: The spec string.
+
+    Returns:
+        ``(kind, arg, n)`` with ``n`` None when there is no suffix.
+
+    Raises:
+        ValueError: If the spec has no kind, no argument, or N is 0.
+    """
+    if not isinstance(spec, str) or ":" not in spec:
+        raise ValueError(f"data source spec must look like KIND:ARG (kinds: {_kinds_text()}), got {spec!r}")
+    kind, rest = spec.split(":", 1)
+    kind = kind.strip().lower()
+    n = None
+    match = _COUNT_SUFFIX_RE.match(rest)
+    if match:
+        rest, n = match.group(1), int(match.group(2))
+        if n == 0:
+            raise ValueError(f"data source spec {spec!r}: the subset size after the last ':' must be >= 1")
+    if not rest:
+        raise ValueError(f"data source spec {spec!r}: nothing after {kind + ':'!r}")
+    return kind, rest, n
+
+
+def _kinds_text() -> str:
+    return ", ".join(_REGISTRY) + " (other modules may register more)"
+
+
+def open_source(
+    spec: str,
+    *,
+    resolution: int,
+    n: int | None = None,
+    seed: int = 0,
+    generator: Any = None,
+    on_error: ErrorHandler = print,
+) -> Source:
+    """Open a data source from a spec string.
+
+    Specs: ``synthetic:N`` (N generator samples; needs ``generator``), ``folder:PATH`` (any image folder,
+    recursive), ``celebahq:PATH[,split=FILE]`` (CelebA-HQ folder, optionally restricted to a split list:
+    one file name or index per line), ``lsun:PATH`` (LSUN LMDB directory, or a folder), ``set:PATH`` (a
+    set written by ``write_set``), and any kind added with ``register_source``. A ``:N`` suffix keeps a
+    seeded random subset of N items (``numpy.random.default_rng(seed)``, kept in id order so the subset is
+    stable); if both the suffix and the ``n`` argument are given, ``n`` wins.
+
+    Args:
+        spec: ``KIND:ARG[:N]``, see ``parse_source_spec``.
+        resolution: Side R of the yielded images, in pixels.
+        n: Subset size, overriding a ``:N`` suffix.
+        seed: Source seed: drives the subset choice and every item's seed.
+        generator: Generator for ``synthetic`` (``mapping``, ``synthesis``, ``z_dim``, ``num_ws``).
+        on_error: Receives a message for each skipped item and for warnings; the iteration goes on.
+
+    Returns:
+        The source; iterate it for ``Item``s with images (3, R, R) float32 in [-1, 1].
+
+    Raises:
+        ValueError: Unknown kind (the message lists the kinds), malformed argument, missing or empty path.
+    """
+    kind, arg, spec_n = parse_source_spec(spec)
+    factory = _REGISTRY.get(kind)
+    if factory is None:
+        close = difflib.get_close_matches(kind, list(_REGISTRY), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown data source kind {kind!r} in {spec!r}; known kinds: {_kinds_text()}.{hint}")
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < MIN_SIDE:
+        raise ValueError(f"resolution must be an integer >= {MIN_SIDE}, got {resolution!r}")
+    if n is None:
+        n = spec_n
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"n must be a positive integer or None, got {n!r}")
+    return factory(arg, resolution=resolution, n=n, seed=seed, generator=generator, on_error=on_error)
+
+
+def select_subset(
+    ids: Sequence[str], n: int | None, seed: int, on_error: ErrorHandler, what: str = "source"
+) -> list[str]:
+    """Keep a seeded random subset of ``n`` ids, in their original order.
+
+    Args:
+        ids: All available ids, in id order.
+        n: Subset size; None keeps everything. Larger than ``len(ids)`` keeps everything with a warning.
+        seed: Seed for ``numpy.random.default_rng``.
+        on_error: Receives the warning when ``n`` is too large.
+        what: Names the source in the warning.
+
+    Returns:
+        The chosen ids in the order they had in ``ids``.
+    """
+    ids = list(ids)
+    picks = _subset_positions(len(ids), n, seed, on_error, what)
+    return ids if picks is None else [ids[i] for i in picks]
+
+
+def _subset_positions(total: int, n: int | None, seed: int, on_error: ErrorHandler, what: str) -> np.ndarray | None:
+    """Sorted positions of a seeded subset of ``n`` out of ``total``; None means keep everything."""
+    if n is None or n == total:
+        return None
+    if n > total:
+        on_error(f"warning: {what}: asked for {n} items but only {total} are available; using all of them")
+        return None
+    return np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
+
+
+class FolderSource(Source):
+    """Image files on disk (the ``folder`` and ``celebahq`` kinds, and ``lsun`` given a folder)."""
+
+    def __init__(
+        self,
+        name: str,
+        files: dict[str, Path],
+        *,
+        resolution: int,
+        seed: int,
+        on_error: ErrorHandler,
+        where: str,
+    ):
+        """Create a source over ``files`` (id -> path, already subset and ordered)."""
+        super().__init__(name, f"{len(files)} images from {where}", list(files), seed=seed, on_error=on_error)
+        self.resolution = resolution
+        self._files = dict(files)
+
+    def _load(self, item_id: str) -> Item | None:
+        path = self._files[item_id]
+        try:
+            image = load_image(path, self.resolution)
+        except ImageLoadError as exc:
+            self.on_error(str(exc))
+            return None
+        return Item(id=item_id, image=image, seed=item_seed(self.seed, item_id), meta={"path": str(path)})
+
+
+def _folder_factory(
+    arg: str, *, resolution: int, n: int | None, seed: int, generator: Any, on_error: ErrorHandler
+) -> Source:
+    files = list_image_files(arg, "folder")
+    keep = select_subset(list(files), n, seed, on_error, f"folder:{arg}")
+    return FolderSource(
+        "folder", {k: files[k] for k in keep}, resolution=resolution, seed=seed, on_error=on_error, where=arg
+    )
+
+
+def _generator_device(generator: Any) -> tuple[torch.device, torch.dtype]:
+    """Where and in what dtype the generator computes: from its first parameter, else its ``device``."""
+    params = getattr(generator, "parameters", None)
+    first = next(iter(params()), None) if callable(params) else None
+    if first is not None:
+        return first.device, first.dtype if first.is_floating_point() else torch.float32
+    return torch.device(getattr(generator, "device", "cpu")), torch.float32
+
+
+class SyntheticSource(Source):
+    """Generator samples (the ``synthetic`` kind): z from the item seed, w = mapping(z), image = G(w).
+
+    Item ``i`` has id ``synthetic-{i:06d}``; its z is drawn on CPU from
+    ``torch.Generator().manual_seed(item.seed)``, so an item does not depend on how many are asked for.
+    Samples are generated ``batch_size`` at a time under ``torch.no_grad`` on the generator's device.
+    """
+
+    batch_size = 8
+
+    def __init__(self, generator: Any, ids: Sequence[str], *, resolution: int, seed: int, on_error: ErrorHandler):
+        """Create a source of the given sample ids (``synthetic-NNNNNN``) from ``generator``."""
+        missing = [a for a in ("mapping", "synthesis", "z_dim", "num_ws") if not hasattr(generator, a)]
+        if missing:
+            raise ValueError(
+                f"synthetic: the generator lacks {', '.join(missing)}; it needs mapping, synthesis, z_dim and num_ws"
+            )
+        super().__init__("synthetic", f"{len(ids)} generator samples (seed {seed})", ids, seed=seed, on_error=on_error)
+        self.generator = generator
+        self.resolution = resolution
+
+    def __iter__(self) -> Iterator[Item]:
+        for start in range(0, len(self._ids), self.batch_size):
+            yield from (it for it in self._generate(self._ids[start : start + self.batch_size]) if it is not None)
+
+    def _load(self, item_id: str) -> Item | None:
+        return self._generate([item_id])[0]
+
+    def _generate(self, ids: Sequence[str]) -> list[Item | None]:
+        g, res = self.generator, self.resolution
+        seeds = [item_seed(self.seed, i) for i in ids]
+        z = torch.cat([torch.randn(1, int(g.z_dim), generator=torch.Generator().manual_seed(s)) for s in seeds])
+        device, dtype = _generator_device(g)
+        with torch.no_grad():
+            w = g.mapping(z.to(device=device, dtype=dtype))
+            images = g.synthesis(w.unsqueeze(1).repeat(1, int(g.num_ws), 1))
+        w, images = w.detach().float().cpu(), images.detach().float().cpu()
+        if w.dim() != 2 or w.shape[0] != len(ids):
+            raise ValueError(
+                f"synthetic: generator.mapping returned shape {tuple(w.shape)}, expected ({len(ids)}, w_dim)"
+            )
+        if tuple(images.shape) != (len(ids), 3, res, res):
+            raise ValueError(
+                f"synthetic: generator.synthesis returned shape {tuple(images.shape)}, expected "
+                f"({len(ids)}, 3, {res}, {res}); the resolution must match the generator's"
+            )
+        items: list[Item | None] = []
+        for item_id, s, wi, img in zip(ids, seeds, w, images, strict=True):
+            if not bool(torch.isfinite(img).all()):
+                self.on_error(f"synthetic:{item_id}: the generator produced NaN or Inf values; skipped")
+                items.append(None)
+                continue
+            items.append(Item(item_id, img.clamp(-1.0, 1.0).contiguous(), s, latent=wi.clone(), meta={"z_seed": s}))
+        return items
+
+
+def _synthetic_factory(
+    arg: str, *, resolution: int, n: int | None, seed: int, generator: Any, on_error: ErrorHandler
+) -> Source:
+    if not arg.strip().isdigit() or int(arg) < 1:
+        raise ValueError(f"synthetic: expected synthetic:COUNT with COUNT >= 1, got synthetic:{arg}")
+    if generator is None:
+        raise ValueError(f"synthetic:{arg} needs a generator (pass generator=... to open_source)")
+    ids = select_subset([f"synthetic-{i:06d}" for i in range(int(arg))], n, seed, on_error, f"synthetic:{arg}")
+    return SyntheticSource(generator, ids, resolution=resolution, seed=seed, on_error=on_error)
+
+
+def _split_options(arg: str, allowed: set[str], what: str) -> tuple[str, dict[str, str]]:
+    """Split ``PATH,key=value,...`` (options are taken from the end, so paths may contain commas)."""
+    parts, options = arg.split(","), {}
+    while len(parts) > 1 and re.match(r"^\s*[A-Za-z_]+\s*=", parts[-1]):
+        key, value = (t.strip() for t in parts.pop().split("=", 1))
+        if key not in allowed or not value:
+            raise ValueError(f"{what}: bad option {key}={value!r}; allowed: {', '.join(sorted(allowed))}=VALUE")
+        options[key] = value
+    return ",".join(parts), options
+
+
+def _split_candidates(token: str) -> list[str]:
+    stem = Path(token).stem
+    return [token, Path(token).name, stem] + ([str(int(stem))] if stem.isdigit() else [])
+
+
+def _apply_split(files: dict[str, Path], split_file: Path, on_error: ErrorHandler) -> dict[str, Path]:
+    """Keep the files named in a split list (first token per line: a file name, a stem or an index)."""
+    if not split_file.is_file():
+        raise ValueError(f"celebahq: split file {str(split_file)!r} not found")
+    lookup: dict[str, str] = {}
+    for fid, path in files.items():
+        for key in [fid, path.name] + _split_candidates(path.name)[2:]:
+            lookup.setdefault(key, fid)
+    wanted, missing = set(), []
+    for line in split_file.read_text(encoding="utf-8", errors="replace").splitlines():
+        tokens = line.split("#", 1)[0].split()
+        if tokens:
+            fid = next((lookup[k] for k in _split_candidates(tokens[0]) if k in lookup), None)
+            wanted.add(fid) if fid is not None else missing.append(tokens[0])
+    if not wanted:
+        raise ValueError(f"celebahq: split file {str(split_file)!r} matches none of the {len(files)} images")
+    if missing:
+        on_error(f"warning: split file {split_file}: {len(missing)} entries match no image, e.g. {missing[:3]}")
+    return {k: v for k, v in files.items() if k in wanted}
+
+
+def _celebahq_factory(
+    arg: str, *, resolution: int, n: int | None, seed: int, generator: Any, on_error: ErrorHandler
+) -> Source:
+    path, options = _split_options(arg, {"split"}, "celebahq")
+    files = list_image_files(path, "celebahq")
+    where = path
+    if "split" in options:
+        files = _apply_split(files, Path(options["split"]).expanduser(), on_error)
+        where = f"{path} (split {options['split']})"
+    keep = select_subset(list(files), n, seed, on_error, f"celebahq:{arg}")
+    return FolderSource(
+        "celebahq",
+        {k: files[k] for k in keep},
+        resolution=resolution,
+        seed=seed,
+        on_error=on_error,
+        where=where,
+    )
+
+
+def _open_lmdb(path: Path) -> lmdb.Environment:
+    try:
+        return lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=path.is_dir())
+    except lmdb.Error as exc:
+        raise ValueError(f"lsun: cannot open LMDB {str(path)!r}: {exc}") from exc
+
+
+class LmdbSource(Source):
+    """An LSUN category LMDB as distributed (keys -> encoded WebP/JPEG bytes); ids are the keys as ASCII."""
+
+    def __init__(
+        self, path: Path, keys: list[bytes], *, total: int, resolution: int, seed: int, on_error: ErrorHandler
+    ):
+        """Create a source over ``keys`` (already subset, in database order) of the LMDB at ``path``."""
+        ids = [k.decode("ascii", errors="backslashreplace") for k in keys]
+        desc = f"{len(ids)} of {total} images from LMDB {path}"
+        super().__init__("lsun", desc, ids, seed=seed, on_error=on_error)
+        self.path, self.resolution = path, resolution
+        self._keys = dict(zip(ids, keys, strict=True))
+
+    def __iter__(self) -> Iterator[Item]:
+        env = _open_lmdb(self.path)
+        try:
+            with env.begin() as txn:
+                for item_id in self._ids:
+                    item = self._decode(txn, item_id)
+                    if item is not None:
+                        yield item
+        finally:
+            env.close()
+
+    def _load(self, item_id: str) -> Item | None:
+        env = _open_lmdb(self.path)
+        try:
+            with env.begin() as txn:
+                return self._decode(txn, item_id)
+        finally:
+            env.close()
+
+    def _decode(self, txn: lmdb.Transaction, item_id: str) -> Item | None:
+        name = f"{self.path}[{item_id}]"
+        data = txn.get(self._keys[item_id])
+        try:
+            if data is None:
+                raise ImageLoadError(f"{name}: key not found in the database")
+            image = decode_image(data, self.resolution, name)
+        except ImageLoadError as exc:
+            self.on_error(str(exc))
+            return None
+        meta = {"lmdb": str(self.path), "key": item_id}
+        return Item(id=item_id, image=image, seed=item_seed(self.seed, item_id), meta=meta)
+
+
+def _lsun_factory(
+    arg: str, *, resolution: int, n: int | None, seed: int, generator: Any, on_error: ErrorHandler
+) -> Source:
+    path = Path(arg).expanduser()
+    if not path.exists():
+        raise ValueError(f"lsun: path {arg!r} does not exist")
+    if path.is_dir() and not (path / "data.mdb").is_file():
+        files = list_image_files(path, "lsun")
+        keep = select_subset(list(files), n, seed, on_error, f"lsun:{arg}")
+        return FolderSource(
+            "lsun",
+            {k: files[k] for k in keep},
+            resolution=resolution,
+            seed=seed,
+            on_error=on_error,
+            where=arg,
+        )
+    env = _open_lmdb(path)
+    try:
+        with env.begin() as txn:
+            total = txn.stat()["entries"]
+            if total == 0:
+                raise ValueError(f"lsun: LMDB {arg!r} holds no entries")
+            # Positions, not a full key list, so that a small subset of a 3M-key database stays small.
+            picks = _subset_positions(total, n, seed, on_error, f"lsun:{arg}")
+            chosen = None if picks is None else set(picks.tolist())
+            keys = [k for i, k in enumerate(txn.cursor().iternext(values=False)) if chosen is None or i in chosen]
+    finally:
+        env.close()
+    return LmdbSource(path, keys, total=total, resolution=resolution, seed=seed, on_error=on_error)
+
+
+def _set_factory(arg: str, **kwargs: Any) -> Source:
+    # Imported on use: bench.data.sets imports this module for Item and Source.
+    from bench.data.sets import set_factory
+
+    return set_factory(arg, **kwargs)
+
+
+register_source("synthetic", _synthetic_factory)
+register_source("folder", _folder_factory)
+register_source("celebahq", _celebahq_factory)
+register_source("lsun", _lsun_factory)
+register_source("set", _set_factory)

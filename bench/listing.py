@@ -1,0 +1,70 @@
+"""Text for ``bench ls ...`` and ``bench zoo ls``."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from bench.config import RunConfig
+
+
+def methods() -> str:
+    """One line per method preset with its latent space, steps and description."""
+    from methods import list_presets
+
+    lines = [f"{'name':<10} {'space':<6} {'steps':>6}  description"]
+    for p in list_presets():
+        lines.append(f"{p.name:<10} {p.latent_space:<6} {p.default_steps:>6}  {p.description}")
+    return "\n".join(lines)
+
+
+def transforms() -> str:
+    """The transform grammar."""
+    from transforms import GRAMMAR
+
+    return GRAMMAR
+
+
+def metrics() -> str:
+    """Registered metrics with direction and description."""
+    from bench.metrics import list_metrics
+
+    lines = []
+    for m in list_metrics():
+        arrow = "↑" if m.higher_is_better else "↓"
+        lines.append(f"{m.name:<11} {arrow}  {m.description}")
+    lines.append("Each metric is also recorded on the transform's valid region as NAME@valid.")
+    return "\n".join(lines)
+
+
+def protocols() -> str:
+    """Named transform protocols and their entries (at 1024 px)."""
+    from transforms import expand_protocol, list_protocols
+
+    lines = []
+    for p in list_protocols():
+        labels = ", ".join(s.label for s in expand_protocol(p.name, 1024))
+        lines.append(f"{p.name}: {p.description}\n  entries: {labels}")
+    return "\n".join(lines)
+
+
+def config() -> str:
+    """The run options and their defaults."""
+    d = RunConfig()
+    return "\n".join(f"{f.name} = {getattr(d, f.name)!r}" for f in fields(RunConfig))
+
+
+def zoo() -> str:
+    """Shipped assets and what can be added."""
+    from bench.world import zoo as z
+
+    entries = z.manifest()["assets"]
+    lines = ["Shipped with the embedded world (bench/world/assets):"]
+    if not entries:
+        lines.append("  (nothing yet: the world's networks have not been trained; bench run uses a random generator)")
+    for name, e in entries.items():
+        lines.append(f"  {name:<14} {e['file']:<34} {e['bytes'] / 1e6:6.2f} MB  {e.get('description', '')}")
+    lines += ["", "You can add (pass with the options shown):",
+              "  a StyleGAN2 checkpoint, rosinality .pt layout         bench run --generator PATH.pt",
+              "  torchvision AlexNet / VGG16 weights, for real LPIPS   bench run --lpips-weights DIR "
+              "(alexnet-owt-7be5be79.pth, vgg16-397923af.pth), or put them in $TORCH_HOME/hub/checkpoints"]
+    return "\n".join(lines)

@@ -1,0 +1,162 @@
+"""The run directory: configuration, versions, the long results table, timings, latents and samples.
+
+Layout (read by ``reports``, which never touches the models)::
+
+    RUN_DIR/config.json        resolved RunConfig
+    RUN_DIR/versions.json      packages, git commit, device, date, generator/perceptual/data descriptions
+    RUN_DIR/metrics.json       per metric: higher_is_better, range, description, available, reason
+    RUN_DIR/results.csv        item, method, transform, seed, metric, value, status  (one row per metric)
+    RUN_DIR/transforms.csv     item, transform, params (JSON: angle, translation, scale, matrix, fill)
+    RUN_DIR/timing.csv         method, transform, items, seconds
+    RUN_DIR/latents/METHOD/TRANSFORM/ITEM.pt
+    RUN_DIR/samples/index.csv  item, transform, kind, path   (+ the PNGs)
+
+Every table is rewritten atomically (temporary file, then rename) after each finished batch, so a killed
+run loses at most the batch in flight, and :meth:`RunStore.done` tells a resumed run what to skip.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULT_COLUMNS = ("item", "method", "transform", "seed", "metric", "value", "status")
+TRANSFORM_COLUMNS = ("item", "transform", "params")
+TIMING_COLUMNS = ("method", "transform", "items", "seconds")
+SAMPLE_COLUMNS = ("item", "transform", "kind", "path")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _csv_text(columns: tuple[str, ...], rows: Iterable[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+class _Table:
+    """A CSV table held in memory and rewritten atomically on every flush."""
+
+    def __init__(self, path: Path, columns: tuple[str, ...]) -> None:
+        self.path, self.columns = path, columns
+        self.rows: list[dict[str, Any]] = _read_csv(path)
+
+    def extend(self, rows: Iterable[dict[str, Any]]) -> None:
+        self.rows.extend(rows)
+
+    def flush(self) -> None:
+        atomic_write_text(self.path, _csv_text(self.columns, self.rows))
+
+
+class RunStore:
+    """Writes (and, on resume, re-reads) one run directory."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.results = _Table(self.dir / "results.csv", RESULT_COLUMNS)
+        self.transforms = _Table(self.dir / "transforms.csv", TRANSFORM_COLUMNS)
+        self.timing = _Table(self.dir / "timing.csv", TIMING_COLUMNS)
+        self.samples = _Table(self.dir / "samples" / "index.csv", SAMPLE_COLUMNS)
+        self._done = {(r["item"], r["method"], r["transform"]) for r in self.results.rows}
+        self._params_done = {(r["item"], r["transform"]) for r in self.transforms.rows}
+
+    def done(self, item: str, method: str, transform: str) -> bool:
+        """True if this (item, method, transform) already has results."""
+        return (item, method, transform) in self._done
+
+    def check_config(self, config: dict[str, Any]) -> None:
+        """On resume, refuse a different configuration (naming the keys that differ)."""
+        path = self.dir / "config.json"
+        if not path.is_file():
+            return
+        old = json.loads(path.read_text())
+        ignore = {"run_dir"}
+        diff = sorted(k for k in set(old) | set(config) if k not in ignore and old.get(k) != config.get(k))
+        if diff:
+            raise ValueError(f"{self.dir} holds a run with a different configuration (differs in {diff}); "
+                             "choose another --run-dir or delete that folder")
+
+    def write_json(self, name: str, data: dict[str, Any]) -> None:
+        """Write ``RUN_DIR/name`` as indented JSON, atomically."""
+        atomic_write_text(self.dir / name, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+    def add_batch(self, result_rows: list[dict[str, Any]], param_rows: list[dict[str, Any]],
+                  timing_row: dict[str, Any] | None, sample_rows: list[dict[str, Any]]) -> None:
+        """Record one finished batch and flush every table it touched."""
+        new_params = [r for r in param_rows if (r["item"], r["transform"]) not in self._params_done]
+        self._params_done |= {(r["item"], r["transform"]) for r in new_params}
+        for table, rows in ((self.transforms, new_params), (self.samples, sample_rows)):
+            if rows:
+                table.extend(rows)
+                table.flush()
+        if timing_row is not None:
+            self.timing.extend([timing_row])
+            self.timing.flush()
+        self.results.extend(result_rows)
+        self.results.flush()  # last: results mark the batch as done
+        self._done |= {(r["item"], r["method"], r["transform"]) for r in result_rows}
+
+    def save_latents(self, method: str, transform_slug: str, item: str, latents: dict[str, torch.Tensor]) -> None:
+        """Save one item's latent tensors (CPU) to ``latents/METHOD/TRANSFORM/ITEM.pt``."""
+        path = self.dir / "latents" / method / transform_slug / f"{item}.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save({k: v.detach().cpu().clone() for k, v in latents.items()}, tmp)
+        os.replace(tmp, path)
+
+
+def git_commit() -> str:
+    """The repository commit of the installed code (``+dirty`` if modified), or ``unknown``."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def versions(device: torch.device, **descriptions: str) -> dict[str, Any]:
+    """Package versions, git commit, device and date, plus free-text descriptions of the run's parts."""
+    from importlib import metadata
+
+    packages = {}
+    for name in ("torch", "kornia", "lpips", "numpy", "pandas", "scipy", "matplotlib", "click"):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = "not installed"
+    dev = str(device)
+    if device.type == "cuda":
+        dev += f" ({torch.cuda.get_device_name(device)})"
+    return {"packages": packages, "python": platform.python_version(), "git_commit": git_commit(),
+            "device": dev, "host": platform.node(),
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **descriptions}

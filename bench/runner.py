@@ -1,0 +1,282 @@
+"""The runner: source -> transform -> method.invert -> metrics -> run directory.
+
+``run(config)`` is the Python API behind ``bench run``. It resolves the device once, loads the generator
+and data, expands the transforms, and for every (transform, method) inverts the pending items in batches,
+scoring each reconstruction against the transformed target (whole image and valid region) and appending
+the rows to the run directory as soon as a batch finishes. Re-running with the same run directory skips
+finished items.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bench.config import RunConfig, method_overrides, resolve
+from bench.data import Item, open_source
+from bench.data.images import save_image
+from bench.data.sets import safe_name
+from bench.generators.checkpoints import load_generator
+from bench.metrics import MASKED_SUFFIX, Metric, build_metrics
+from bench.perceptual import lpips_weight_files, resolve_perceptual
+from bench.results import RunStore, versions
+from bench.world.defaults import default_data_spec, default_generator
+from methods import Method, build_method, expand_method_names, get_preset
+from transforms import TransformParams, TransformSpec, apply_transform, expand_protocol, parse_transforms
+from transforms import sample_params as sample_transform
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> the first CUDA device if there is one, else the CPU; others are checked."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    return dev
+
+
+def stable_seed(*parts: object) -> int:
+    """A seed in [0, 2**31) from a stable hash of the parts (independent of Python's hash salt)."""
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def transform_specs(config: RunConfig, resolution: int) -> list[TransformSpec]:
+    """The run's transforms: identity (if asked), the protocol's grid, then the given specs; no repeats."""
+    specs: list[TransformSpec] = []
+    if config.include_identity:
+        specs += parse_transforms("identity")
+    if config.protocol:
+        specs += expand_protocol(config.protocol, resolution)
+    if config.transforms:
+        specs += parse_transforms(list(config.transforms))
+    out: list[TransformSpec] = []
+    for s in specs:
+        if s.is_identity and any(o.is_identity for o in out):
+            continue
+        if s.label not in {o.label for o in out}:
+            out.append(s)
+    return out
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs, resolved once."""
+
+    config: RunConfig
+    device: torch.device
+    generator: torch.nn.Module
+    items: list[Item]
+    specs: list[TransformSpec]
+    methods: list[str]
+    perceptual: object | None
+    metrics: list[Metric]
+    descriptions: dict[str, str]
+
+
+def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Prepared:
+    """Resolve device, profile, generator, data, transforms, methods, perceptual distance and metrics."""
+    device = resolve_device(config.device)
+    config = resolve(config, device_type=device.type)
+    methods = expand_method_names(config.methods)
+    if config.generator:
+        generator = load_generator(config.generator)
+    else:
+        generator = default_generator()
+    generator = generator.to(device).eval().requires_grad_(False)
+    data_spec = config.data or default_data_spec(config.n)
+    source = open_source(data_spec, resolution=generator.resolution, n=config.n, seed=config.seed,
+                         generator=generator, on_error=log)
+    items = list(source)
+    if not items:
+        raise ValueError(f"--data {data_spec}: no readable images")
+    specs = transform_specs(config, generator.resolution)
+    perceptual, perceptual_text = resolve_perceptual(config.perceptual, device, config.lpips_weights)
+    metrics = build_metrics(list(config.metrics) or None, device=device,
+                            lpips_weights=lpips_weight_files(config.lpips_weights))
+    descriptions = {"generator": generator.description, "data": f"{data_spec}: {source.description}",
+                    "perceptual": perceptual_text}
+    return Prepared(config, device, generator, items, specs, methods, perceptual, metrics, descriptions)
+
+
+def metric_table(metrics: Sequence[Metric]) -> dict[str, dict]:
+    """metrics.json content: every metric and its masked variant, with availability and reason."""
+    out = {}
+    for m in metrics:
+        info = m.info
+        entry = {"higher_is_better": info.higher_is_better, "range": list(info.value_range),
+                 "description": info.description, "available": m.available, "reason": m.reason}
+        out[info.name] = entry
+        out[info.name + MASKED_SUFFIX] = {**entry, "description": info.description + "; valid region only"}
+    return out
+
+
+def score(metrics: Sequence[Metric], pred: torch.Tensor, target: torch.Tensor,
+          mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every available metric, whole image and valid region: name -> (N,) on the CPU."""
+    out = {}
+    with torch.no_grad():
+        for m in metrics:
+            if m.available:
+                out[m.info.name] = m(pred, target).float().cpu()
+                out[m.info.name + MASKED_SUFFIX] = m(pred, target, mask=mask).float().cpu()
+    return out
+
+
+def _invert_adaptive(method: Method, targets: torch.Tensor, prep: Prepared, seeds: list[int]):
+    """Invert, halving the batch and retrying on CUDA out-of-memory (results are batch-invariant)."""
+    try:
+        return [method.invert(targets, prep.generator, seeds=seeds, perceptual=prep.perceptual)]
+    except torch.cuda.OutOfMemoryError:
+        if targets.shape[0] == 1:
+            raise
+        torch.cuda.empty_cache()
+        half = targets.shape[0] // 2
+        return (_invert_adaptive(method, targets[:half], prep, seeds[:half])
+                + _invert_adaptive(method, targets[half:], prep, seeds[half:]))
+
+
+def _concat(parts):
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    return type(first)(first.method, {k: torch.cat([p.latents[k] for p in parts]) for k in first.latents},
+                       torch.cat([p.images for p in parts]), torch.cat([p.loss for p in parts]),
+                       tuple(f for p in parts for f in p.failed), first.info)
+
+
+def warp_batch(batch: list[Item], params: list[TransformParams] | None, device: torch.device):
+    """Targets, masks and parameter dicts of a batch: transform it, or use a made set's stored warp."""
+    images = torch.stack([it.image for it in batch]).to(device)
+    if params is None:  # items of a made set arrive already transformed, with their masks
+        masks = torch.stack([it.mask for it in batch]).to(device)
+        return images, masks, [dict(it.transform or {}) for it in batch]
+    warped = apply_transform(images, params)
+    return warped.image, warped.mask, [p.to_dict() for p in params]
+
+
+def run_batch(prep: Prepared, store: RunStore, method: Method, spec_label: str, batch: list[Item],
+              params: list[TransformParams] | None, sample_ids: set[str]) -> None:
+    """Transform, invert, score and record one batch of items for one method and transform."""
+    dev = prep.device
+    targets, masks, param_dicts = warp_batch(batch, params, dev)
+    seeds = [stable_seed(it.seed, method.name, spec_label) for it in batch]
+    start = time.perf_counter()
+    inv = _concat(_invert_adaptive(method, targets, prep, seeds))
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    seconds = time.perf_counter() - start
+    scores = score(prep.metrics, inv.images, targets, masks)
+    rows, samples = [], []
+    for i, (it, seed) in enumerate(zip(batch, seeds, strict=True)):
+        status = "ok" if inv.failed[i] is None else f"failed: {inv.failed[i]}"
+        for name, values in scores.items():
+            value = float(values[i]) if status == "ok" else float("nan")
+            rows.append({"item": it.id, "method": method.name, "transform": spec_label, "seed": seed,
+                         "metric": name, "value": value, "status": status})
+        if prep.config.save_latents:
+            store.save_latents(method.name, safe_name(spec_label), it.id, {k: v[i] for k, v in inv.latents.items()})
+        if it.id in sample_ids:
+            samples += _save_samples(store, it.id, spec_label, method.name, targets[i], inv.images[i])
+    param_rows = [{"item": it.id, "transform": spec_label, "params": json.dumps(p)}
+                  for it, p in zip(batch, param_dicts, strict=True)]
+    timing = {"method": method.name, "transform": spec_label, "items": len(batch), "seconds": round(seconds, 4)}
+    store.add_batch(rows, param_rows, timing, samples)
+
+
+def _save_samples(store: RunStore, item: str, label: str, method: str, target: torch.Tensor,
+                  recon: torch.Tensor) -> list[dict[str, str]]:
+    folder = safe_name(label)
+    rows = []
+    for kind, img in (("input", target), (method, recon)):
+        rel = f"{folder}/{safe_name(item)}__{safe_name(kind)}.png"
+        path = store.dir / "samples" / rel
+        if kind == "input" and path.exists():
+            continue
+        save_image(img.detach().cpu(), path)
+        rows.append({"item": item, "transform": label, "kind": kind, "path": rel})
+    return rows
+
+
+def default_run_dir() -> Path:
+    """``runs/YYYYmmdd-HHMMSS`` in the current directory."""
+    return Path("runs") / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def run(config: RunConfig, *, progress: bool = True, log: Callable[[str], None] = print,
+        _stop_after_batches: int | None = None) -> Path:
+    """Run the benchmark described by ``config``; returns the run directory.
+
+    Args:
+        config: the run configuration (see :class:`bench.config.RunConfig`).
+        progress: show a progress bar on stderr.
+        log: where messages go (skipped files, notes).
+        _stop_after_batches: testing hook that simulates a killed run by raising after that many batches.
+    """
+    from tqdm.auto import tqdm
+
+    prep = prepare(config, log)
+    run_dir = Path(prep.config.run_dir) if prep.config.run_dir else default_run_dir()
+    store = RunStore(run_dir)
+    cfg = prep.config.to_dict() | {"run_dir": str(run_dir)}
+    store.check_config(cfg)
+    store.write_json("config.json", cfg)
+    store.write_json("versions.json", versions(prep.device, **prep.descriptions))
+    store.write_json("metrics.json", metric_table(prep.metrics))
+    for note in _notes(prep):
+        log(note)
+    sample_ids = {it.id for it in prep.items[: prep.config.max_samples]}
+    groups = 1 if all(it.transform is not None for it in prep.items) else len(prep.specs)
+    total = len(prep.items) * groups * len(prep.methods)
+    done_batches = 0
+    with tqdm(total=total, disable=not progress, desc="bench run", unit="item") as bar:
+        for label, items, params in _work_groups(prep):
+            for name in prep.methods:
+                preset = get_preset(name)
+                method = build_method(name, method_overrides(prep.config, name, preset.default_steps))
+                pending = [it for it in items if not store.done(it.id, name, label)]
+                bar.update(len(items) - len(pending))
+                for k in range(0, len(pending), prep.config.batch_size):
+                    batch = pending[k : k + prep.config.batch_size]
+                    bar.set_postfix_str(f"{label} / {name}")
+                    batch_params = None if params is None else [params[it.id] for it in batch]
+                    run_batch(prep, store, method, label, batch, batch_params, sample_ids)
+                    bar.update(len(batch))
+                    done_batches += 1
+                    if _stop_after_batches is not None and done_batches >= _stop_after_batches:
+                        raise KeyboardInterrupt(f"stopped after {done_batches} batches (test hook)")
+    return run_dir
+
+
+def _work_groups(prep: Prepared):
+    """(transform label, items, per-item params or None) in run order.
+
+    Items of a made set (``set:PATH``) carry their stored transform: they are grouped by its label and
+    not transformed again. Otherwise every item gets every transform, with parameters from its seed.
+    """
+    if all(it.transform is not None and it.mask is not None for it in prep.items):
+        labels = list(dict.fromkeys(str(it.transform.get("label", "stored")) for it in prep.items))
+        for label in labels:
+            yield label, [it for it in prep.items if str(it.transform.get("label", "stored")) == label], None
+        return
+    res, fill = prep.generator.resolution, prep.config.fill
+    for spec in prep.specs:
+        yield spec.label, prep.items, {it.id: sample_transform(spec, seed=it.seed, resolution=res, fill=fill)
+                                       for it in prep.items}
+
+
+def _notes(prep: Prepared) -> list[str]:
+    c = prep.config
+    return [f"device: {prep.device}  profile: {c.profile}  items: {len(prep.items)}  "
+            f"transforms: {', '.join(s.label for s in prep.specs)}  methods: {', '.join(prep.methods)}",
+            f"generator: {prep.descriptions['generator']}",
+            f"data: {prep.descriptions['data']}",
+            f"perceptual loss: {prep.descriptions['perceptual']}"]

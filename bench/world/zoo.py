@@ -1,0 +1,47 @@
+"""The embedded default world's shipped assets (weights under ``bench/world/assets``, with a manifest)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+ASSET_DIR = Path(__file__).resolve().parent / "assets"
+MANIFEST = ASSET_DIR / "manifest.json"
+
+
+def manifest() -> dict:
+    """The manifest: ``{"assets": {name: {"file", "sha256", "bytes", "command", "commit", ...}}}``."""
+    if not MANIFEST.is_file():
+        return {"assets": {}}
+    return json.loads(MANIFEST.read_text())
+
+
+def asset_path(name: str) -> Path | None:
+    """Path of a shipped asset by name, or None if it is not shipped."""
+    entry = manifest()["assets"].get(name)
+    if entry is None:
+        return None
+    path = ASSET_DIR / entry["file"]
+    return path if path.is_file() else None
+
+
+def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify() -> list[str]:
+    """Check every manifest entry's file exists and matches its SHA-256; returns the problems found."""
+    problems = []
+    for name, entry in manifest()["assets"].items():
+        path = ASSET_DIR / entry["file"]
+        if not path.is_file():
+            problems.append(f"{name}: {path} is missing")
+        elif (digest := sha256(path)) != entry["sha256"]:
+            problems.append(f"{name}: {path} has sha256 {digest}, manifest says {entry['sha256']}")
+    return problems
