@@ -57,13 +57,14 @@ def main() -> None:
 def run(config_file: str | None, dry_run: bool, quiet: bool, **options) -> None:
     """Invert (transformed) images with each method and score the reconstructions."""
     from bench.config import resolve
-    from bench.runner import resolve_device
+    from bench.runner import check_names, resolve_device
     from bench.runner import run as run_api
 
     try:
         config = make_config(options, config_file)
         if dry_run:
             resolved = resolve(config, device_type=resolve_device(config.device).type)
+            check_names(resolved)
             click.echo(json.dumps(resolved.to_dict(), indent=2))
             return
         run_dir = run_api(config, progress=not quiet, log=lambda m: click.echo(m, err=True))

@@ -8,6 +8,9 @@ on a GPU) and fills data-dependent defaults; the result is what gets written to 
 from __future__ import annotations
 
 import json
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -75,6 +78,42 @@ class RunConfig:
         return asdict(self)
 
 
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether ``value`` (as read from JSON/TOML or passed to RunConfig) fits the field type ``hint``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        return any(_matches(value, a) for a in args)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if origin is tuple:  # tuple[str, ...]: files give lists
+        return isinstance(value, list | tuple) and all(_matches(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_matches(k, args[0]) and _matches(v, args[1])
+                                               for k, v in value.items())
+    if hint is int:  # bool is an int subclass, but true/false is never a count or a seed
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def check_types(values: Mapping[str, Any], where: str) -> None:
+    """Raise ValueError naming ``where`` and the key if a value does not fit its RunConfig field's type.
+
+    A plain string is accepted for the tuple fields (``transforms``, ``metrics``), as ``make_config`` does.
+    """
+    hints = typing.get_type_hints(RunConfig)
+    for key, value in values.items():
+        hint = hints.get(key)
+        if hint is None:
+            continue
+        if typing.get_origin(hint) is tuple and isinstance(value, str):
+            value = (value,)
+        if not _matches(value, hint):
+            text = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+            raise ValueError(f"{where}: {key} must be {text}, got {value!r} ({type(value).__name__})")
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a JSON or TOML config file into a dict of RunConfig fields (unknown keys raise)."""
     path = Path(path)
@@ -84,10 +123,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         data = tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
         raise ValueError(f"config file {path}: cannot be parsed ({err})") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path}: expected a table of options, got a {type(data).__name__}")
     known = {f.name for f in fields(RunConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"config file {path}: unknown keys {unknown}; known keys: {sorted(known)}")
+    check_types(data, f"config file {path}")
     return data
 
 
@@ -112,6 +154,7 @@ def resolve(config: RunConfig, *, device_type: str) -> RunConfig:
         config: the merged configuration.
         device_type: ``"cpu"`` or ``"cuda"`` (the resolved device), used by ``profile="auto"``.
     """
+    check_types(config.to_dict(), "run configuration")
     profile = config.profile
     if profile == "auto":
         profile = "paper" if device_type == "cuda" else "quick"

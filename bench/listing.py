@@ -38,12 +38,12 @@ def metrics() -> str:
 
 def protocols() -> str:
     """Named transform protocols and their entries (at 1024 px)."""
-    from transforms import expand_protocol, list_protocols
+    from transforms import PROTOCOLS, REFERENCE_RESOLUTION, expand_protocol, list_protocols
 
     lines = []
-    for p in list_protocols():
-        labels = ", ".join(s.label for s in expand_protocol(p.name, 1024))
-        lines.append(f"{p.name}: {p.description}\n  entries: {labels}")
+    for name in list_protocols():  # names, sorted
+        labels = ", ".join(s.label for s in expand_protocol(name, REFERENCE_RESOLUTION))
+        lines.append(f"{name}: {PROTOCOLS[name].description}\n  entries: {labels}")
     return "\n".join(lines)
 
 

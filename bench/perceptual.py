@@ -14,6 +14,9 @@ import torch
 from bench.metrics import BACKBONE_FILES, LPIPSDistance, load_lpips
 
 
+PERCEPTUAL_CHOICES = ("auto", "lpips-vgg", "lpips-alex", "world", "none")
+
+
 def lpips_weight_files(location: str | None) -> dict[str, str]:
     """Map ``alex``/``vgg`` to backbone files found in ``location`` (a folder or a single file)."""
     if not location:
@@ -38,9 +41,8 @@ def _world_distance(device: torch.device):
 
 def resolve_perceptual(choice: str, device: torch.device, lpips_weights: str | None = None):
     """Return ``(distance or None, text)`` for ``choice`` in auto, lpips-vgg, lpips-alex, world, none."""
-    valid = ("auto", "lpips-vgg", "lpips-alex", "world", "none")
-    if choice not in valid:
-        raise ValueError(f"--perceptual {choice!r}: expected one of {', '.join(valid)}")
+    if choice not in PERCEPTUAL_CHOICES:
+        raise ValueError(f"--perceptual {choice!r}: expected one of {', '.join(PERCEPTUAL_CHOICES)}")
     if choice == "none":
         return None, "none (--perceptual none)"
     files = lpips_weight_files(lpips_weights)

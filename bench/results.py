@@ -96,6 +96,7 @@ class RunStore:
         if not path.is_file():
             return
         old = json.loads(path.read_text())
+        config = json.loads(json.dumps(config, default=str))  # as stored: tuples become lists
         ignore = {"run_dir"}
         diff = sorted(k for k in set(old) | set(config) if k not in ignore and old.get(k) != config.get(k))
         if diff:

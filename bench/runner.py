@@ -25,11 +25,19 @@ from bench.data.images import save_image
 from bench.data.sets import safe_name
 from bench.generators.checkpoints import load_generator
 from bench.metrics import MASKED_SUFFIX, Metric, build_metrics
-from bench.perceptual import lpips_weight_files, resolve_perceptual
+from bench.perceptual import PERCEPTUAL_CHOICES, lpips_weight_files, resolve_perceptual
 from bench.results import RunStore, versions
 from bench.world.defaults import default_data_spec, default_generator
 from methods import Method, build_method, expand_method_names, get_preset
-from transforms import TransformParams, TransformSpec, apply_transform, expand_protocol, parse_transforms
+from transforms import (
+    FILL_MODES,
+    REFERENCE_RESOLUTION,
+    TransformParams,
+    TransformSpec,
+    apply_transform,
+    expand_protocol,
+    parse_transforms,
+)
 from transforms import sample_params as sample_transform
 
 
@@ -67,6 +75,23 @@ def transform_specs(config: RunConfig, resolution: int) -> list[TransformSpec]:
     return out
 
 
+def check_names(config: RunConfig) -> None:
+    """Check method names, transform specs, protocol, fill and perceptual choice without loading anything.
+
+    Raises:
+        ValueError: naming the option and, where there is one, the closest valid name.
+    """
+    expand_method_names(config.methods)
+    if config.transforms:
+        parse_transforms(list(config.transforms))
+    if config.protocol:
+        expand_protocol(config.protocol, REFERENCE_RESOLUTION)
+    if config.fill not in FILL_MODES:
+        raise ValueError(f"--fill {config.fill!r}: expected one of {', '.join(FILL_MODES)}")
+    if config.perceptual not in PERCEPTUAL_CHOICES:
+        raise ValueError(f"--perceptual {config.perceptual!r}: expected one of {', '.join(PERCEPTUAL_CHOICES)}")
+
+
 @dataclass
 class Prepared:
     """Everything a run needs, resolved once."""
@@ -86,6 +111,7 @@ def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Prepared:
     """Resolve device, profile, generator, data, transforms, methods, perceptual distance and metrics."""
     device = resolve_device(config.device)
     config = resolve(config, device_type=device.type)
+    check_names(config)
     methods = expand_method_names(config.methods)
     if config.generator:
         generator = load_generator(config.generator)
@@ -174,22 +200,32 @@ def run_batch(prep: Prepared, store: RunStore, method: Method, spec_label: str, 
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - start
-    scores = score(prep.metrics, inv.images, targets, masks)
+    failed = _failures(inv)
+    ok = torch.tensor([f is None for f in failed], device=targets.device)
+    # failed items are scored on a finite stand-in (their values are then recorded as NaN), so that a
+    # NaN reconstruction cannot make the metrics reject the whole batch
+    scores = score(prep.metrics, torch.where(ok[:, None, None, None], inv.images, targets), targets, masks)
     rows, samples = [], []
     for i, (it, seed) in enumerate(zip(batch, seeds, strict=True)):
-        status = "ok" if inv.failed[i] is None else f"failed: {inv.failed[i]}"
+        status = "ok" if failed[i] is None else f"failed: {failed[i]}"
         for name, values in scores.items():
             value = float(values[i]) if status == "ok" else float("nan")
             rows.append({"item": it.id, "method": method.name, "transform": spec_label, "seed": seed,
                          "metric": name, "value": value, "status": status})
         if prep.config.save_latents:
             store.save_latents(method.name, safe_name(spec_label), it.id, {k: v[i] for k, v in inv.latents.items()})
-        if it.id in sample_ids:
+        if it.id in sample_ids and status == "ok":
             samples += _save_samples(store, it.id, spec_label, method.name, targets[i], inv.images[i])
     param_rows = [{"item": it.id, "transform": spec_label, "params": json.dumps(p)}
                   for it, p in zip(batch, param_dicts, strict=True)]
     timing = {"method": method.name, "transform": spec_label, "items": len(batch), "seconds": round(seconds, 4)}
     store.add_batch(rows, param_rows, timing, samples)
+
+
+def _failures(inv) -> list[str | None]:
+    """Per item, the method's failure reason, or a note if it returned a non-finite image while 'ok'."""
+    finite = torch.isfinite(inv.images).flatten(1).all(1).tolist()
+    return [f if f is not None or fin else "non-finite reconstruction" for f, fin in zip(inv.failed, finite, strict=True)]
 
 
 def _save_samples(store: RunStore, item: str, label: str, method: str, target: torch.Tensor,

@@ -118,13 +118,18 @@ def save_rosinality(gen: StyleGAN2Generator, path: str | Path, *, with_latent_av
     torch.save(ckpt, path)
 
 
-def save_safetensors(gen: StyleGAN2Generator, path: str | Path, extra: dict | None = None) -> None:
-    """Write the project's safetensors generator format (weights + JSON architecture in the metadata)."""
+def save_safetensors(gen: StyleGAN2Generator, path: str | Path, extra: dict | None = None,
+                     dtype: torch.dtype = torch.float32) -> None:
+    """Write the project's safetensors generator format (weights + JSON architecture in the metadata).
+
+    ``dtype=torch.float16`` halves the file; :func:`load_safetensors` always returns float32 weights.
+    """
     from safetensors.torch import save_file
 
     meta = {"format": "bench-stylegan2", "config": json.dumps(gen.config.to_dict()),
             "extra": json.dumps(extra or {})}
-    save_file({k: v.detach().cpu().contiguous() for k, v in gen.state_dict().items()}, str(path), metadata=meta)
+    tensors = {k: v.detach().to(dtype).cpu().contiguous() for k, v in gen.state_dict().items()}
+    save_file(tensors, str(path), metadata=meta)
 
 
 def load_safetensors(path: str | Path) -> StyleGAN2Generator:
@@ -137,7 +142,7 @@ def load_safetensors(path: str | Path) -> StyleGAN2Generator:
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
-            sd = {k: fh.get_tensor(k) for k in fh.keys()}
+            sd = {k: fh.get_tensor(k).float() for k in fh.keys()}
     except Exception as err:  # noqa: BLE001
         raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
     if meta.get("format") != "bench-stylegan2":

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -411,8 +410,8 @@ def _paint_mouth(canvas: Tensor, p: FaceParams, w: _Grid) -> None:
 
 def _paint_age(canvas: Tensor, p: FaceParams, g: _Grid) -> None:
     """Forehead lines, lines under and beside the eyes, nasolabial folds, fading in with age."""
-    dark = _skin(p) * 0.6
-    strength = _c(((p.age - 0.3) / 0.7).clamp(0, 1)) * 0.85
+    dark = _skin(p) * 0.55
+    strength = _c(((p.age - 0.3) / 0.7).clamp(0, 1))
     w = g.window(24, 40, 18, 23)
     d = torch.full((1, 1, 1), 1e3)
     for y0, half in ((19.6, 6.5), (21.4, 5.0)):
@@ -468,68 +467,80 @@ def _check_params(p: FaceParams) -> None:
 
 
 class ProcFacesSource:
-    """N held-out procedural faces; item i is the face of seed ``HELDOUT_SEED_OFFSET + i``."""
+    """Held-out procedural faces; face i (id ``procfaces-{i:06d}``) has seed ``HELDOUT_SEED_OFFSET + i``.
+
+    Duck-types ``bench.data.Source`` (``name``, ``description``, ``seed``, ``len``, ``iter``, ``ids()``)
+    but renders a chunk of faces per pass instead of loading items one by one.
+    """
 
     name = "procfaces"
 
-    def __init__(self, indices: list[int], resolution: int, seed: int, total: int) -> None:
-        self._indices, self._resolution, self._seed = indices, resolution, seed
-        self.description = (f"{len(indices)} of {total} procedural aligned faces (held-out seeds "
-                            f"{HELDOUT_SEED_OFFSET}+index) at {resolution}px")
+    def __init__(self, indices: list[int], *, resolution: int, seed: int, total: int,
+                 on_error: Callable[[str], None]) -> None:
+        """Create the source over face ``indices`` (already subset, in id order)."""
+        self._indices, self.resolution, self.seed, self.on_error = list(indices), resolution, seed, on_error
+        self.description = (f"{len(self._indices)} of {total} procedural aligned faces (held-out seeds "
+                            f"{HELDOUT_SEED_OFFSET} + index) at {resolution}px")
 
     def __len__(self) -> int:
         return len(self._indices)
 
+    def __repr__(self) -> str:
+        return f"<ProcFacesSource {self.description}>"
+
     def ids(self) -> list[str]:
-        """Item ids in iteration order ("procfaces-000000", ...)."""
-        return [f"procfaces-{i:06d}" for i in self._indices]
+        """Item ids in iteration order."""
+        return [_face_id(i) for i in self._indices]
 
     def __iter__(self) -> Iterator:
-        from bench.data import Item  # lazy: bench.data may import this module's registration
+        from bench.data import Item, item_seed  # lazy, so that this module imports without bench.data
 
         for start in range(0, len(self._indices), _CHUNK):
             chunk = self._indices[start : start + _CHUNK]
             seeds = [face_seed(HELDOUT_SEED_OFFSET, i) for i in chunk]
             params = FaceParams.cat([sample_params(1, s) for s in seeds])
-            images, labs = render(params, self._resolution), labels(params)
+            images, labs = render(params, self.resolution), labels(params).tolist()
             for k, (i, s) in enumerate(zip(chunk, seeds, strict=True)):
-                item_id = f"procfaces-{i:06d}"
-                meta = {"source": "procfaces", "face_seed": s, "hair_style": HAIR_STYLES[int(params.hair_style[k])],
-                        "labels": {a: float(labs[k, j]) for j, a in enumerate(ATTRIBUTES)}}
-                yield Item(id=item_id, image=images[k], seed=_item_seed(self._seed, item_id), meta=meta)
+                meta = {"face_seed": s, "hair_style": HAIR_STYLES[int(params.hair_style[k])],
+                        "labels": dict(zip(ATTRIBUTES, labs[k], strict=True))}
+                yield Item(id=_face_id(i), image=images[k].clone(), seed=item_seed(self.seed, _face_id(i)), meta=meta)
 
 
-def _item_seed(seed: int, item_id: str) -> int:
-    digest = hashlib.sha256(f"{seed}:{item_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % 2**31
+def _face_id(index: int) -> str:
+    return f"procfaces-{index:06d}"
 
 
 def procfaces_source(arg: str, *, resolution: int, n: int | None = None, seed: int = 0, generator: object = None,
                      on_error: Callable[[str], None] = print) -> ProcFacesSource:
-    """Build the ``procfaces:N`` source: N held-out faces, ids "procfaces-000000"...
+    """Open ``procfaces:N``: the first N held-out faces, ids ``procfaces-000000`` onwards.
 
-    Face i is the same image whatever N is. ``arg`` is N (may be empty when ``n`` is given); if both are
-    given, ``n`` wins and picks a seeded random subset of the N faces (numpy ``default_rng(seed)``), kept
-    in id order, as for the other sources. ``generator`` is accepted for the common factory signature and
-    ignored.
+    Face i is the same image whatever N is. With ``n`` (``procfaces:N:n`` in a spec), a seeded random
+    subset of n of the N faces is kept in id order (``bench.data.select_subset``, numpy ``default_rng(seed)``).
+
+    Args:
+        arg: N, the number of faces, as text.
+        resolution: image side R in pixels (>= 16).
+        n: optional subset size.
+        seed: source seed: picks the subset and, with the id, each item's seed (``bench.data.item_seed``).
+        generator: unused; part of the common source-factory signature.
+        on_error: receives warnings (n larger than N).
+
+    Returns:
+        The source; its items carry images (3, R, R) float32 in [-1, 1] and ``meta["labels"]``, a dict of
+        attribute name -> value in [0, 1].
 
     Raises:
-        ValueError: if N is not a positive integer, or neither N nor n is given.
+        ValueError: if N is not a positive integer or the resolution is below 16.
     """
-    import numpy as np
+    from bench.data import select_subset
 
     text = arg.strip()
-    if text and not text.isdigit() or text == "0":
-        raise ValueError(f"procfaces:{arg}: N must be a positive integer (e.g. procfaces:100)")
-    if not isinstance(resolution, int) or resolution < 16:
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"procfaces:{arg}: N must be a positive integer number of faces, e.g. procfaces:100")
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 16:
         raise ValueError(f"procfaces:{arg}: resolution must be an int >= 16, got {resolution!r}")
-    total = int(text) if text else n
-    if total is None or total <= 0:
-        raise ValueError(f"procfaces:{arg}: give the number of faces, as procfaces:N or n=")
-    indices = list(range(total))
-    if text and n is not None:
-        if n > total:
-            on_error(f"procfaces:{arg}: n={n} is more than the {total} faces; taking all {total}")
-        else:
-            indices = sorted(np.random.default_rng(seed).choice(total, size=n, replace=False).tolist())
-    return ProcFacesSource(indices, resolution, seed, total)
+    total = int(text)
+    if total >= HELDOUT_SEED_OFFSET:
+        raise ValueError(f"procfaces:{arg}: N must be below {HELDOUT_SEED_OFFSET}")
+    chosen = select_subset(range(total), n, seed, on_error, what=f"procfaces:{total}")
+    return ProcFacesSource(chosen, resolution=resolution, seed=seed, total=total, on_error=on_error)
