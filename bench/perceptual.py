@@ -13,7 +13,6 @@ import torch
 
 from bench.metrics import BACKBONE_FILES, LPIPSDistance, load_lpips
 
-
 PERCEPTUAL_CHOICES = ("auto", "lpips-vgg", "lpips-alex", "world", "none")
 
 

@@ -225,7 +225,8 @@ def run_batch(prep: Prepared, store: RunStore, method: Method, spec_label: str, 
 def _failures(inv) -> list[str | None]:
     """Per item, the method's failure reason, or a note if it returned a non-finite image while 'ok'."""
     finite = torch.isfinite(inv.images).flatten(1).all(1).tolist()
-    return [f if f is not None or fin else "non-finite reconstruction" for f, fin in zip(inv.failed, finite, strict=True)]
+    return [f if f is not None or fin else "non-finite reconstruction"
+            for f, fin in zip(inv.failed, finite, strict=True)]
 
 
 def _save_samples(store: RunStore, item: str, label: str, method: str, target: torch.Tensor,

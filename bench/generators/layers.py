@@ -55,7 +55,8 @@ def upfirdn(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, pad: tuple[int, 
         z[:, :, ::up, ::up] = x
         x = z
     x = F.pad(x, (pad[0], pad[1], pad[0], pad[1]))
-    weight = torch.flip(kernel, (0, 1)).to(x.dtype)[None, None].expand(c, 1, *kernel.shape)
+    # a contiguous depthwise weight: an expanded (stride-0) one sends cuDNN down slow paths
+    weight = torch.flip(kernel, (0, 1)).to(x.dtype)[None, None].repeat(c, 1, 1, 1)
     return F.conv2d(x, weight, groups=c)
 
 

@@ -38,8 +38,15 @@ def pooled_features(net: AttributeNet, images: torch.Tensor, batch: int = 512) -
 
 def kid(feat_a: torch.Tensor, feat_b: torch.Tensor, subsets: int = 50, subset_size: int = 1000,
         seed: int = 0) -> tuple[float, float]:
-    """Kernel Inception Distance-style MMD² with the cubic polynomial kernel; (mean, std) over subsets."""
+    """Kernel Inception Distance-style MMD² with the cubic polynomial kernel; (mean, std) over subsets.
+
+    Features are first divided by the RMS per-dimension magnitude of ``feat_b`` (the reference set): KID's
+    kernel ``(x.y/d + 1)^3`` assumes features of order one, as Inception's pooled features are.
+    """
     a, b = feat_a.double().cpu(), feat_b.double().cpu()
+    # scale both sets by the RMS feature magnitude of b, so the cubic kernel sees O(1) dot products
+    scale = b.square().sum(1).mean().div(b.shape[1]).sqrt().clamp_min(1e-12)
+    a, b = a / scale, b / scale
     m = min(subset_size, len(a), len(b))
     if m < 50:
         raise ValueError(f"KID needs at least 50 samples per set, got {len(a)} and {len(b)}")

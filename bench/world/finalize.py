@@ -61,6 +61,22 @@ def save_half(module_state: dict, path: Path, meta: dict) -> None:
               metadata={k: json.dumps(v) for k, v in meta.items()})
 
 
+def load_attribute_net(work: Path, device: torch.device) -> tuple[AttributeNet, int]:
+    """The attribute net from ``work/attributes.pt`` (training checkpoint) or ``attributes.safetensors``."""
+    net = AttributeNet(N_OUTPUTS).to(device)
+    if (work / "attributes.pt").is_file():
+        state = torch.load(work / "attributes.pt", map_location=device, weights_only=True)
+        net.load_state_dict(state["net"])
+        steps = int(state["step"])
+    else:
+        from safetensors import safe_open
+
+        with safe_open(str(work / "attributes.safetensors"), framework="pt") as fh:
+            net.load_state_dict({k: fh.get_tensor(k).float().to(device) for k in fh.keys()})
+            steps = int(json.loads(fh.metadata().get("steps", "-1")))
+    return net.eval().requires_grad_(False), steps
+
+
 def finalize(work: Path, out: Path, device: torch.device, scale: float = 1.0) -> dict:
     """Evaluate the trained world in ``work`` and export its assets to ``out``; returns the eval record.
 
@@ -68,10 +84,7 @@ def finalize(work: Path, out: Path, device: torch.device, scale: float = 1.0) ->
     """
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    net = AttributeNet(N_OUTPUTS).to(device)
-    state = torch.load(work / "attributes.pt", map_location=device, weights_only=True)
-    net.load_state_dict(state["net"])
-    net.eval().requires_grad_(False)
+    net, attr_steps = load_attribute_net(work, device)
     gan = GanState(device)
     gan.load(work / "gan.pt", device)
     g = gan.g_ema.eval().requires_grad_(False)
@@ -80,7 +93,7 @@ def finalize(work: Path, out: Path, device: torch.device, scale: float = 1.0) ->
     images, tgt = heldout_faces(int(5000 * scale))
     record = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-              "generator_kimg": gan.images_seen // 1000, "attribute_net_steps": int(state["step"]),
+              "generator_kimg": gan.images_seen // 1000, "attribute_net_steps": attr_steps,
               "attributes_heldout": attribute_accuracy(net, images.to(device), tgt)}
     z = torch.randn(int(20_000 * scale), g.z_dim, generator=torch.Generator().manual_seed(99)).to(device)
     with torch.no_grad():
@@ -94,7 +107,7 @@ def finalize(work: Path, out: Path, device: torch.device, scale: float = 1.0) ->
                              out / "world_samples.png")
     save_safetensors(g, out / "generator.safetensors", extra={"kimg": record["generator_kimg"]}, dtype=torch.float16)
     save_half(net.state_dict(), out / "attributes.safetensors",
-              {"outputs": N_OUTPUTS, "attributes": list(procfaces.ATTRIBUTES)})
+              {"outputs": N_OUTPUTS, "attributes": list(procfaces.ATTRIBUTES), "steps": attr_steps})
     save_file({"vectors": dirs["vectors"].contiguous()}, str(out / "directions.safetensors"),
               metadata={"names": json.dumps(list(procfaces.ATTRIBUTES)), "layers": json.dumps(None),
                         "sigma": json.dumps(dirs["sigma"]), "fit": json.dumps(dirs["quality"])})

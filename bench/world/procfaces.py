@@ -92,21 +92,17 @@ class FaceParams:
         return FaceParams(**{f.name: getattr(self, f.name)[index] for f in dataclasses.fields(self)})
 
     def replace(self, **changes: float | Tensor) -> FaceParams:
-        """Copy with some fields changed; a Python number is broadcast to every face."""
-        n = len(self)
-        full = {k: torch.full_like(getattr(self, k), v) if isinstance(v, (int, float)) else v
-                for k, v in changes.items()}
-        out = dataclasses.replace(self, **full)
-        _check_params(out) if n else None
-        return out
+        """Copy with some fields changed; a Python number is broadcast to every face (unchecked until render)."""
+        return dataclasses.replace(self, **{k: torch.full_like(getattr(self, k), v) if isinstance(v, (int, float))
+                                            else v for k, v in changes.items()})
 
     @staticmethod
     def cat(parts: list[FaceParams]) -> FaceParams:
         """Concatenate several FaceParams along the batch dimension."""
         if not parts:
             raise ValueError("FaceParams.cat: need at least one FaceParams")
-        names = [f.name for f in dataclasses.fields(FaceParams)]
-        return FaceParams(**{k: torch.cat([getattr(p, k) for p in parts]) for k in names})
+        return FaceParams(**{f.name: torch.cat([getattr(p, f.name) for p in parts])
+                             for f in dataclasses.fields(FaceParams)})
 
 
 def face_seed(base_seed: int, index: int) -> int:
@@ -303,10 +299,10 @@ def _render_chunk(p: FaceParams, res: int, ss: int) -> Tensor:
     g = _Grid(axis.view(1, 1, size) - shift[:, 0], axis.view(1, size, 1) - shift[:, 1], px, full, full)
     canvas = _background(p, axis.view(1, 1, size, 1), size)
     _paint_body(canvas, p, g, ss)
-    _paint_hair(canvas, p, g.window(8, 56, 9, 36))
+    _paint_age(canvas, p, g)  # before the hair, which may cover the forehead
+    _paint_hair(canvas, p, g.window(8, 56, 9, 46))
     _paint_eyes(canvas, p, g.window(14, 50, 20, 32))
     _paint_mouth(canvas, p, g.window(22, 42, 33, 51))
-    _paint_age(canvas, p, g)
     _paint_glasses(canvas, p, g.window(9, 55, 22, 34))
     if ss > 1:
         canvas = F.avg_pool2d(canvas, ss)
@@ -338,7 +334,7 @@ def _paint_body(canvas: Tensor, p: FaceParams, g: _Grid, ss: int) -> None:
     w = g.window(10, 54, 27, 38)
     for side in (-1, 1):
         ear_d = _ellipse(w.u, w.v, 32 + side * (rx - 0.5), 32.5, 2.4, 4.3)
-        _paint(canvas, w, skin * 0.85, _cov(ear_d, w.px))
+        _paint(canvas, w, skin * 0.85, _cov(ear_d, w.px) * (style != 1))  # long hair covers the ears
     w = g.window(12, 52, 11, 54)
     taper = 1 - 0.2 * ((w.v - 32.5) / 20.5).clamp(0, 1) ** 2  # narrower jaw
     nx, ny = (w.u - 32) / (rx * taper), (w.v - 32.5) / 20.5
@@ -451,12 +447,7 @@ def _check_params(p: FaceParams) -> None:
         if not isinstance(t, Tensor) or t.shape[:1] != (n,):
             shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
             raise ValueError(f"FaceParams.{f.name}: expected a tensor with batch size {n}, got {shape}")
-        if f.name == "hair_style":
-            lo, hi = 0, len(HAIR_STYLES) - 1
-        elif f.name == "texture_seed":
-            lo, hi = 0, 2**31 - 1
-        else:
-            lo, hi = 0.0, 1.0
+        lo, hi = {"hair_style": (0, len(HAIR_STYLES) - 1), "texture_seed": (0, 2**31 - 1)}.get(f.name, (0.0, 1.0))
         if t.numel() and (not torch.isfinite(t.double()).all() or t.min() < lo or t.max() > hi):
             raise ValueError(f"FaceParams.{f.name}: values must be in [{lo}, {hi}], got shape "
                              f"{tuple(t.shape)}, dtype {t.dtype}, range [{t.min().item()}, {t.max().item()}]")

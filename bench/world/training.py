@@ -171,19 +171,30 @@ def _g_step(s: GanState, n: int, device: torch.device, ema_beta: float) -> dict:
 
 
 def train_generator(out: Path, minutes: float, device: torch.device, batch: int = 64, workers: int = 12,
-                    gamma: float = 0.05, r1_every: int = 16) -> StyleGAN2Generator:
-    """Train (or resume, from ``out/gan.pt``) the world StyleGAN2 for ``minutes``; returns the EMA generator."""
+                    gamma: float = 0.05, r1_every: int = 16, init: Path | None = None,
+                    profile: bool = False) -> StyleGAN2Generator:
+    """Train (or resume) the world StyleGAN2 for ``minutes``; returns the EMA generator.
+
+    Resumes from ``out/gan.pt`` if present, else from the float16 weights in ``init`` (written by
+    :func:`export_weights`; the optimisers restart), else from scratch.
+    """
     out.mkdir(parents=True, exist_ok=True)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True
     s, ckpt = GanState(device, r1_every=r1_every), out / "gan.pt"
     if ckpt.is_file():
         s.load(ckpt, device)
+    elif init is not None and (init / "gan_g.safetensors").is_file():
+        import_weights(s, init, device)
     ema_beta = 0.5 ** (batch / 10_000)
     start, last_save, step = time.time(), time.time(), s.images_seen // batch
+    first_step = step
     for real, _ in face_loader(batch, GEN_SEED_BASE + s.images_seen, workers):
         if time.time() - start > minutes * 60:
             break
         real = real.to(device, non_blocking=True)
+        if profile and step == first_step + 5:
+            _profile(s, real, step, gamma, r1_every, batch, ema_beta)
         logs = _d_step(s, real, step, gamma, r1_every) | _g_step(s, batch, device, ema_beta)
         s.images_seen += batch
         step += 1
@@ -199,6 +210,46 @@ def train_generator(out: Path, minutes: float, device: torch.device, batch: int 
     return s.g_ema
 
 
+def _profile(s: GanState, real: torch.Tensor, step: int, gamma: float, r1_every: int, batch: int,
+             ema_beta: float) -> None:
+    """Print where ten training iterations spend their time (CUDA and CPU), once."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if real.is_cuda else [])
+    t0 = time.time()
+    with profile(activities=acts) as prof:
+        for k in range(10):
+            _d_step(s, real, step + k * (r1_every if k == 0 else 1), gamma, r1_every)
+            _g_step(s, batch, real.device, ema_beta)
+        if real.is_cuda:
+            torch.cuda.synchronize()
+    print(f"profile: 10 iterations in {time.time() - t0:.3f}s")
+    key = "self_cuda_time_total" if real.is_cuda else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=60))
+
+
+HALF_KEYS = ("g", "g_ema", "d")
+
+
+def export_weights(s: GanState, out: Path) -> None:
+    """Save g, g_ema and d as float16 safetensors (each under 16 MB) so training can resume elsewhere."""
+    from safetensors.torch import save_file
+
+    for k in HALF_KEYS:
+        sd = {n: v.detach().half().cpu().contiguous() for n, v in getattr(s, k).state_dict().items()}
+        save_file(sd, str(out / f"gan_{k}.safetensors"), metadata={"images_seen": str(s.images_seen)})
+
+
+def import_weights(s: GanState, folder: Path, device: torch.device) -> None:
+    """Load weights written by :func:`export_weights` (optimiser states start afresh)."""
+    from safetensors import safe_open
+
+    for k in HALF_KEYS:
+        with safe_open(str(folder / f"gan_{k}.safetensors"), framework="pt") as fh:
+            getattr(s, k).load_state_dict({n: fh.get_tensor(n).float().to(device) for n in fh.keys()})
+            s.images_seen = int(fh.metadata()["images_seen"])
+
+
 def main() -> None:
     """``python -m bench.world.training attributes|generator --out DIR --minutes M``."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -207,12 +258,20 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, required=True)
     ap.add_argument("--workers", type=int, default=12)
     ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--init", type=Path, default=None, help="folder with gan_*.safetensors to resume from")
+    ap.add_argument("--export", type=Path, default=None, help="also write gan_*.safetensors here")
+    ap.add_argument("--profile", action="store_true", help="print a profile of 10 iterations")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.what == "attributes":
         train_attributes(args.out, args.minutes, device, batch=args.batch or 256, workers=args.workers)
     else:
-        train_generator(args.out, args.minutes, device, batch=args.batch or 64, workers=args.workers)
+        train_generator(args.out, args.minutes, device, batch=args.batch or 64, workers=args.workers,
+                        init=args.init, profile=args.profile)
+        if args.export is not None:
+            s = GanState(device)
+            s.load(args.out / "gan.pt", device)
+            export_weights(s, args.export)
 
 
 if __name__ == "__main__":

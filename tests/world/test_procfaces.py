@@ -23,6 +23,15 @@ def _box(x0: float, x1: float, y0: float, y1: float, res: int = 64) -> tuple[sli
     return slice(round(y0 * k), round(y1 * k)), slice(round(x0 * k), round(x1 * k))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Small elementwise kernels: on a busy 2-core machine OpenMP threads mostly wait for each other.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def params() -> pf.FaceParams:
     return pf.sample_params(80, 123)
