@@ -245,9 +245,13 @@ def import_weights(s: GanState, folder: Path, device: torch.device) -> None:
     from safetensors import safe_open
 
     for k in HALF_KEYS:
-        with safe_open(str(folder / f"gan_{k}.safetensors"), framework="pt") as fh:
+        path = folder / f"gan_{k}.safetensors"
+        if k == "g_ema" and not path.is_file():
+            path = folder / "generator.safetensors"  # the exported EMA generator has the same keys
+        with safe_open(str(path), framework="pt") as fh:
             getattr(s, k).load_state_dict({n: fh.get_tensor(n).float().to(device) for n in fh.keys()})
-            s.images_seen = int(fh.metadata()["images_seen"])
+            if "images_seen" in (fh.metadata() or {}):
+                s.images_seen = int(fh.metadata()["images_seen"])
 
 
 def main() -> None:
