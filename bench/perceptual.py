@@ -38,8 +38,13 @@ def _world_distance(device: torch.device):
     return load_world_perceptual(device)
 
 
-def resolve_perceptual(choice: str, device: torch.device, lpips_weights: str | None = None):
-    """Return ``(distance or None, text)`` for ``choice`` in auto, lpips-vgg, lpips-alex, world, none."""
+def resolve_perceptual(choice: str, device: torch.device, lpips_weights: str | None = None,
+                       world_domain: bool = True):
+    """Return ``(distance or None, text)`` for ``choice`` in auto, lpips-vgg, lpips-alex, world, none.
+
+    ``world_domain`` says the images are the embedded world's faces; only then does ``auto`` fall back
+    to the world's perceptual network (it knows nothing of other domains).
+    """
     if choice not in PERCEPTUAL_CHOICES:
         raise ValueError(f"--perceptual {choice!r}: expected one of {', '.join(PERCEPTUAL_CHOICES)}")
     if choice == "none":
@@ -52,7 +57,7 @@ def resolve_perceptual(choice: str, device: torch.device, lpips_weights: str | N
             if module is not None:
                 return LPIPSDistance(module, net), f"lpips-{net} (LPIPS v0.1 with ImageNet backbone weights)"
             reasons.append(reason)
-    if choice in ("auto", "world"):
+    if choice == "world" or (choice == "auto" and world_domain):
         dist, reason = _world_distance(device)
         if dist is not None:
             return dist, f"{dist.name}: {dist.description}"

@@ -24,10 +24,11 @@ from bench.data import Item, open_source
 from bench.data.images import save_image
 from bench.data.sets import safe_name
 from bench.generators.checkpoints import load_generator
-from bench.metrics import MASKED_SUFFIX, Metric, build_metrics
+from bench.metrics import DEFAULT_METRICS, MASKED_SUFFIX, Metric, build_metrics
 from bench.perceptual import PERCEPTUAL_CHOICES, lpips_weight_files, resolve_perceptual
 from bench.results import RunStore, versions
 from bench.world.defaults import default_data_spec, default_generator
+from bench.world.perceptual import NAME as WORLD_METRIC
 from methods import Method, build_method, expand_method_names, get_preset
 from transforms import (
     FILL_MODES,
@@ -125,8 +126,11 @@ def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Prepared:
     if not items:
         raise ValueError(f"--data {data_spec}: no readable images")
     specs = transform_specs(config, generator.resolution)
-    perceptual, perceptual_text = resolve_perceptual(config.perceptual, device, config.lpips_weights)
-    metrics = build_metrics(list(config.metrics) or None, device=device,
+    world = config.generator is None
+    perceptual, perceptual_text = resolve_perceptual(config.perceptual, device, config.lpips_weights,
+                                                     world_domain=world)
+    default_metrics = [*DEFAULT_METRICS, WORLD_METRIC] if world else list(DEFAULT_METRICS)
+    metrics = build_metrics(list(config.metrics) or default_metrics, device=device,
                             lpips_weights=lpips_weight_files(config.lpips_weights))
     descriptions = {"generator": generator.description, "data": f"{data_spec}: {source.description}",
                     "perceptual": perceptual_text}

@@ -45,3 +45,33 @@ def verify() -> list[str]:
         elif (digest := sha256(path)) != entry["sha256"]:
             problems.append(f"{name}: {path} has sha256 {digest}, manifest says {entry['sha256']}")
     return problems
+
+
+ASSET_FILES = {
+    "generator": ("generator.safetensors", "world StyleGAN2 64px, w_dim 256 (EMA weights, float16)"),
+    "attributes": ("attributes.safetensors", "attribute net (labels + nuisance targets), float16; "
+                   "also the backbone of the world perceptual distance"),
+    "directions": ("directions.safetensors", "edit directions in W, one unit vector per attribute"),
+}
+
+
+def install(src: Path, names: list[str], provenance: dict) -> None:
+    """Copy assets from ``src`` into ``ASSET_DIR`` and record them in the manifest.
+
+    Args:
+        src: folder holding the files named in :data:`ASSET_FILES` (e.g. a device run's output).
+        names: which assets to install.
+        provenance: ``command``, ``commit``, ``device``, ``date`` (and anything else) stored per asset.
+    """
+    import shutil
+
+    ASSET_DIR.mkdir(parents=True, exist_ok=True)
+    data = manifest()
+    for name in names:
+        fname, description = ASSET_FILES[name]
+        dst = ASSET_DIR / fname
+        shutil.copyfile(src / fname, dst)
+        dst.chmod(0o644)
+        data["assets"][name] = {"file": fname, "sha256": sha256(dst), "bytes": dst.stat().st_size,
+                                "description": description, **provenance}
+    MANIFEST.write_text(json.dumps(data, indent=2) + "\n")

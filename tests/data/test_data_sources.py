@@ -309,12 +309,12 @@ def test_register_source_adds_a_kind(monkeypatch):
         seen.update(arg=arg, resolution=resolution, n=n, seed=seed)
         return "a source"
 
-    register_source("procfaces", factory)
-    assert open_source("procfaces:100:7", resolution=R, seed=3) == "a source"
+    register_source("testkind", factory)
+    assert open_source("testkind:100:7", resolution=R, seed=3) == "a source"
     assert seen == {"arg": "100", "resolution": R, "n": 7, "seed": 3}
-    assert "procfaces" in available_kinds()
+    assert "testkind" in available_kinds()
     with pytest.raises(ValueError, match="already registered"):
-        register_source("procfaces", factory)
+        register_source("testkind", factory)
     with pytest.raises(ValueError, match="must match"):
         register_source("Bad Kind", factory)
 
