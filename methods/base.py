@@ -224,8 +224,11 @@ def expand_method_names(names: str | Sequence[str]) -> list[str]:
     return out
 
 
-def build_method(name: str, overrides: dict[str, Any] | None = None) -> Method:
-    """Instantiate a preset, applying hyper-parameter overrides (unknown keys raise)."""
+def build_method(name: str, overrides: dict[str, Any] | None = None, **resources: Any) -> Method:
+    """Instantiate a preset, applying hyper-parameter overrides (unknown keys raise).
+
+    ``resources`` are handed to the constructor (e.g. ``encoder=`` for methods that need one).
+    """
     preset = get_preset(name)
     params = replace(preset.cls.Params(), **preset.params)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -233,7 +236,7 @@ def build_method(name: str, overrides: dict[str, Any] | None = None) -> Method:
     bad = set(overrides) - known
     if bad:
         raise ValueError(f"method {name!r} has no parameter(s) {sorted(bad)}; it has {sorted(known)}")
-    return preset.cls(name, replace(params, **overrides))
+    return preset.cls(name, replace(params, **overrides), **resources)
 
 
 _BUILTIN_LOADED = False
@@ -247,5 +250,5 @@ def _load_builtin() -> None:
     _BUILTIN_LOADED = True
     import importlib
 
-    for module in ("methods.wplus", "methods.projector"):
+    for module in ("methods.wplus", "methods.projector", "methods.fwplus"):
         importlib.import_module(module)

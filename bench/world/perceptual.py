@@ -25,11 +25,8 @@ DESCRIPTION = ("LPIPS-style distance over the embedded world's attribute net (tr
 NET_RESOLUTION = 64
 
 
-def load_attribute_net(device: torch.device | str = "cpu") -> tuple[AttributeNet | None, str]:
-    """The shipped attribute net (frozen, eval) or ``(None, reason)``."""
-    path = zoo.asset_path("attributes")
-    if path is None:
-        return None, "the embedded world's attribute net is not installed (bench zoo ls)"
+def load_attribute_net_file(path, device: torch.device | str = "cpu") -> AttributeNet:
+    """An attribute net from a safetensors file written by ``bench.world.finalize`` (frozen, eval)."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as fh:
@@ -37,7 +34,15 @@ def load_attribute_net(device: torch.device | str = "cpu") -> tuple[AttributeNet
         state = {k: fh.get_tensor(k).float() for k in fh.keys()}
     net = AttributeNet(outputs)
     net.load_state_dict(state, strict=True)
-    return net.to(device).eval().requires_grad_(False), ""
+    return net.to(device).eval().requires_grad_(False)
+
+
+def load_attribute_net(device: torch.device | str = "cpu") -> tuple[AttributeNet | None, str]:
+    """The shipped attribute net (frozen, eval) or ``(None, reason)``."""
+    path = zoo.asset_path("attributes")
+    if path is None:
+        return None, "the embedded world's attribute net is not installed (bench zoo ls)"
+    return load_attribute_net_file(path, device), ""
 
 
 def _unit(f: torch.Tensor) -> torch.Tensor:
