@@ -50,17 +50,29 @@ def main() -> None:
 @click.option("--perceptual", type=click.Choice(["auto", "lpips-vgg", "lpips-alex", "world", "none"]), default=None,
               help="Perceptual distance in the methods' losses.  [default: auto]")
 @click.option("--lpips-weights", default=None, help="Folder or file with torchvision AlexNet/VGG16 weights.")
+@click.option("--max-samples", type=click.IntRange(min=0), default=None,
+              help=f"Sample images kept per transform for the figures.  [default: {DEFAULTS.max_samples}]")
+@click.option("--save-latents/--no-save-latents", default=None, help="Keep each item's latent codes. [default: yes]")
+@click.option("--param", "params", multiple=True, metavar="METHOD.KEY=VALUE",
+              help="Method hyper-parameter override, repeatable, e.g. im2s.lr=0.02 (value parsed as JSON).")
+@click.option("--encoder", "encoder_files", multiple=True, metavar="METHOD=PATH",
+              help="Encoder file for a method that needs one, e.g. fwplus16=enc16.safetensors.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="JSON or TOML file of run options (the CLI overrides it).")
 @click.option("--dry-run", is_flag=True, help="Print the resolved configuration and exit.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run(config_file: str | None, dry_run: bool, quiet: bool, **options) -> None:
+def run(config_file: str | None, dry_run: bool, quiet: bool, params: tuple[str, ...],
+        encoder_files: tuple[str, ...], **options) -> None:
     """Invert (transformed) images with each method and score the reconstructions."""
     from bench.config import resolve
     from bench.runner import check_names, resolve_device
     from bench.runner import run as run_api
 
     try:
+        if params:
+            options["method_params"] = parse_method_params(params)
+        if encoder_files:
+            options["encoders"] = dict(_key_value(e, "--encoder", "METHOD=PATH") for e in encoder_files)
         config = make_config(options, config_file)
         if dry_run:
             resolved = resolve(config, device_type=resolve_device(config.device).type)
@@ -88,6 +100,29 @@ def report(run_dirs: tuple[str, ...], out: str | None) -> None:
         _fail(err)
     for name, path in paths.items():
         click.echo(f"{name}: {path}")
+
+
+def _key_value(text: str, option: str, form: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise ValueError(f"{option} {text!r}: expected {form}")
+    return key.strip(), value.strip()
+
+
+def parse_method_params(items: tuple[str, ...]) -> dict[str, dict]:
+    """``("im2s.lr=0.02", ...)`` -> ``{"im2s": {"lr": 0.02}}`` (values parsed as JSON, else kept as text)."""
+    out: dict[str, dict] = {}
+    for item in items:
+        key, value = _key_value(item, "--param", "METHOD.KEY=VALUE")
+        method, dot, name = key.partition(".")
+        if not dot or not name:
+            raise ValueError(f"--param {item!r}: expected METHOD.KEY=VALUE, e.g. im2s.lr=0.02")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        out.setdefault(method, {})[name] = parsed
+    return out
 
 
 def _latest_run() -> Path:

@@ -50,6 +50,8 @@ class RunConfig:
         max_samples: sample images kept per transform for the figures.
         save_latents: keep each item's latent codes.
         method_params: per-method hyper-parameter overrides, e.g. ``{"im2s": {"lr": 0.02}}``.
+        encoders: encoder files for methods that need one, e.g. ``{"fwplus16": "enc16.safetensors"}``
+            (the embedded world ships its own).
     """
 
     methods: str = "im2s"
@@ -72,6 +74,7 @@ class RunConfig:
     max_samples: int = 8
     save_latents: bool = True
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    encoders: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""

@@ -119,6 +119,7 @@ def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Prepared:
     else:
         generator = default_generator()
     generator = generator.to(device).eval().requires_grad_(False)
+    attach_pnorm_stats(generator, use_world=config.generator is None)
     data_spec = config.data or default_data_spec(config.n)
     source = open_source(data_spec, resolution=generator.resolution, n=config.n, seed=config.seed,
                          generator=generator, on_error=log)
@@ -282,7 +283,8 @@ def run(config: RunConfig, *, progress: bool = True, log: Callable[[str], None] 
         for label, items, params in _work_groups(prep):
             for name in prep.methods:
                 preset = get_preset(name)
-                method = build_method(name, method_overrides(prep.config, name, preset.default_steps))
+                method = build_method(name, method_overrides(prep.config, name, preset.default_steps),
+                                      **method_resources(preset, prep))
                 pending = [it for it in items if not store.done(it.id, name, label)]
                 bar.update(len(items) - len(pending))
                 for k in range(0, len(pending), prep.config.batch_size):
@@ -295,6 +297,37 @@ def run(config: RunConfig, *, progress: bool = True, log: Callable[[str], None] 
                     if _stop_after_batches is not None and done_batches >= _stop_after_batches:
                         raise KeyboardInterrupt(f"stopped after {done_batches} batches (test hook)")
     return run_dir
+
+
+def method_resources(preset, prep: Prepared) -> dict:
+    """What a preset needs besides its parameters: its encoder, from --encoder or the world's zoo."""
+    if not preset.needs_encoder:
+        return {}
+    from bench.encoders import load_encoder
+    from bench.world import zoo
+
+    path = prep.config.encoders.get(preset.name)
+    if path is None and prep.config.generator is None:
+        path = zoo.asset_path(f"{preset.name}_encoder")
+    if path is None:
+        raise ValueError(f"method {preset.name!r} needs an encoder trained for this generator; pass "
+                         f"--encoder {preset.name}=PATH (none is shipped for it)")
+    return {"encoder": load_encoder(path, prep.device)}
+
+
+def attach_pnorm_stats(generator, use_world: bool) -> None:
+    """Give the world generator its shipped P-norm+ statistics (others compute them on first use)."""
+    from bench.world import zoo
+
+    path = zoo.asset_path("pnorm_stats") if use_world else None
+    if path is None:
+        return
+    from safetensors.torch import load_file
+
+    from methods.pnorm import PNormStats
+
+    t = load_file(str(path))
+    generator.pnorm_stats = PNormStats(t["mean"], t["eigvecs"], t["eigvals"], samples=1_000_000)
 
 
 def _work_groups(prep: Prepared):

@@ -52,6 +52,9 @@ ASSET_FILES = {
     "attributes": ("attributes.safetensors", "attribute net (labels + nuisance targets), float16; "
                    "also the backbone of the world perceptual distance"),
     "directions": ("directions.safetensors", "edit directions in W, one unit vector per attribute"),
+    "fwplus8_encoder": ("encoder8.safetensors", "F/W+ base-code encoder, 8x8 (BDInvert design, widths 32-128)"),
+    "fwplus16_encoder": ("encoder16.safetensors", "F/W+ base-code encoder, 16x16 (BDInvert design, widths 32-128)"),
+    "pnorm_stats": ("pnorm_stats.safetensors", "P-norm+ statistics of the world generator (1M samples, float64 PCA)"),
 }
 
 
