@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from bench.encoders import _targets, save_encoder, train_basecode_encoder
+from bench.encoders.basecode import _targets, save_encoder, train_basecode_encoder
 from bench.generators.checkpoints import load_safetensors
 from bench.world.perceptual import WorldPerceptual
 from methods.fwplus import encoder_input

@@ -1,4 +1,4 @@
-"""Training, saving and loading encoders that methods need (F/W+ base-code encoders so far).
+"""F/W+ base-code encoders: training, saving and loading.
 
 ``train_basecode_encoder`` follows BDInvert's ``train_basecode_encoder.py`` (reference/methods.md §1.3):
 synthetic samples only (z -> w, truncation 0.7 on ws rows 0..7), the encoder sees the image resized to
@@ -18,6 +18,8 @@ from safetensors.torch import save_file
 
 from methods.fwplus import BaseCodeEncoder, encoder_input
 from methods.optim import reconstruction_loss
+
+FORMAT = "bench-basecode-encoder"
 
 
 def _targets(generator, batch: int, psi: float = 0.7, trunc_layers: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,7 +73,7 @@ def train_basecode_encoder(generator, perceptual, base_res: int, work: Path, min
 def save_encoder(enc: BaseCodeEncoder, path: Path, base_res: int, extra: dict | None = None) -> None:
     """Save a base-code encoder as float16 safetensors with its architecture in the metadata."""
     conv = [m for m in enc.modules() if isinstance(m, torch.nn.Conv2d)]
-    meta = {"format": "bench-basecode-encoder", "base_res": base_res, "out_channels": conv[-1].out_channels,
+    meta = {"format": FORMAT, "base_res": base_res, "out_channels": conv[-1].out_channels,
             "width": conv[0].out_channels, "max_width": conv[-1].in_channels, **(extra or {})}
     save_file({k: v.detach().cpu().half().contiguous() if v.is_floating_point() else v.cpu().contiguous()
                for k, v in enc.state_dict().items()}, str(path), metadata={k: json.dumps(v) for k, v in meta.items()})
@@ -85,7 +87,7 @@ def load_encoder(path: Path, device: torch.device | str = "cpu") -> BaseCodeEnco
     with safe_open(str(path), framework="pt") as fh:
         meta = {k: json.loads(v) for k, v in (fh.metadata() or {}).items()}
         state = {k: fh.get_tensor(k) for k in fh.keys()}
-    if meta.get("format") != "bench-basecode-encoder":
+    if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: not a base-code encoder file (format {meta.get('format')!r})")
     enc = BaseCodeEncoder(meta["out_channels"], meta["width"], meta["max_width"])
     expected = enc.state_dict()
