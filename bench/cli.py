@@ -88,14 +88,20 @@ def run(config_file: str | None, dry_run: bool, quiet: bool, params: tuple[str, 
 @main.command()
 @click.argument("run_dirs", nargs=-1, type=click.Path(file_okay=False))
 @click.option("--out", default=None, help="Report folder.  [default: RUN_DIR/report]")
-def report(run_dirs: tuple[str, ...], out: str | None) -> None:
-    """Write tables (CSV, Markdown, LaTeX) and figure grids for one or more runs (default: the latest)."""
+@click.option("--html/--no-html", "with_html", default=True,
+              help="Also write report.html: tables and figures in one file that opens offline.")
+def report(run_dirs: tuple[str, ...], out: str | None, with_html: bool) -> None:
+    """Write tables (CSV, Markdown, LaTeX, HTML) and figures for one or more runs (default: the latest)."""
     from reports import write_report
+    from reports.html import write_html
 
     dirs = [Path(d) for d in run_dirs] or [_latest_run()]
     out_dir = Path(out) if out else dirs[0] / "report"
     try:
         paths = write_report(dirs, out_dir)
+        if with_html:
+            figures = [p for p in paths.values() if p.suffix.lower() == ".png"]
+            paths["report.html"] = write_html(dirs, out_dir / "report.html", figures)
     except (ValueError, OSError) as err:
         _fail(err)
     for name, path in paths.items():
@@ -188,6 +194,36 @@ def zoo_verify() -> None:
     if problems:
         sys.exit(1)
     click.echo("all shipped assets match the manifest")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--baseline", "baseline_file", required=True, type=click.Path(dir_okay=False),
+              help="Baseline JSON file (committed; see bench/check.py for its format).")
+@click.option("--write-baseline", is_flag=True,
+              help="Write the baseline from RUN_DIR instead of checking (tolerances already in the file are kept).")
+@click.option("--how", default=None, metavar="COMMAND",
+              help="With --write-baseline: the exact command that made RUN_DIR, recorded in the file.")
+@click.option("--changed-only", is_flag=True, help="List only the cells whose status is not ok.")
+def check(run_dir: str, baseline_file: str, write_baseline: bool, how: str | None, changed_only: bool) -> None:
+    """Compare RUN_DIR's means with a baseline; exit 1 on a regression or a baseline entry the run lacks."""
+    import bench.check as check_api
+
+    if write_baseline and not how:
+        raise click.UsageError("--write-baseline needs --how COMMAND: the exact command that made RUN_DIR")
+    if how is not None and not write_baseline:
+        raise click.UsageError("--how goes with --write-baseline only")
+    try:
+        if write_baseline:
+            path = check_api.write_baseline(run_dir, baseline_file, how)
+            click.echo(f"baseline written to {path}  (check with: bench check RUN_DIR --baseline {path})")
+            return
+        result = check_api.check(run_dir, baseline_file)
+    except (ValueError, OSError) as err:
+        _fail(err)
+    click.echo(check_api.format_table(result, changed_only=changed_only), nl=False)
+    if not result.passed:
+        sys.exit(1)
 
 
 def config_fields() -> list[str]:

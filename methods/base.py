@@ -250,5 +250,6 @@ def _load_builtin() -> None:
     _BUILTIN_LOADED = True
     import importlib
 
-    for module in ("methods.wplus", "methods.projector", "methods.fwplus"):
+    for module in ("methods.wplus", "methods.projector", "methods.fwplus", "methods.idinvert",
+                   "methods.psp"):
         importlib.import_module(module)

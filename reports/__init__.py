@@ -1,6 +1,7 @@
 """Report stage: tables and figures read from run directories (never from models)."""
 
 from reports.figures import cell_dpi, figure_grid, metric_curve, safe_label
+from reports.html import write_html
 from reports.rundir import (
     MetricInfo,
     RunDirError,
@@ -42,5 +43,6 @@ __all__ = [
     "to_latex",
     "to_markdown",
     "write_csv",
+    "write_html",
     "write_report",
 ]

@@ -1,7 +1,8 @@
 """Encoders that methods need: training, saving and loading, one module per family.
 
 Every encoder file is a safetensors file whose metadata has a ``format`` key; :func:`load_encoder` reads
-it and hands the file to the loader registered for that format. Families: ``basecode`` (F/W+).
+it and hands the file to the loader registered for that format. Families: ``basecode`` (F/W+),
+``idinvert`` (IDinvert's domain-guided encoder), ``psp`` (pSp's pyramid encoder).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> torch.
 
 
 def _register_builtin() -> None:
-    from bench.encoders import basecode
+    from bench.encoders import basecode, idinvert, psp
 
-    register_encoder_format(basecode.FORMAT, basecode.load_encoder)
+    for module in (basecode, idinvert, psp):
+        register_encoder_format(module.FORMAT, module.load_encoder)

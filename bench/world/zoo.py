@@ -54,6 +54,9 @@ ASSET_FILES = {
     "directions": ("directions.safetensors", "edit directions in W, one unit vector per attribute"),
     "fwplus8_encoder": ("encoder8.safetensors", "F/W+ base-code encoder, 8x8 (BDInvert design, widths 32-128)"),
     "fwplus16_encoder": ("encoder16.safetensors", "F/W+ base-code encoder, 16x16 (BDInvert design, widths 32-128)"),
+    "idinvert_encoder": ("idinvert_encoder.safetensors", "IDinvert domain-guided encoder (W+), trained with the "
+                         "generator fixed on procfaces renders"),
+    "psp_encoder": ("psp_encoder.safetensors", "pSp encoder (FPN + map2style heads, from-scratch IR-SE backbone)"),
     "pnorm_stats": ("pnorm_stats.safetensors", "P-norm+ statistics of the world generator (1M samples, float64 PCA)"),
 }
 

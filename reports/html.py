@@ -1,0 +1,261 @@
+"""A single self-contained HTML report: run information, the summary tables and every figure embedded.
+
+The file needs nothing beside it and nothing from the network: styles are inline, figures are base64
+``data:`` URIs, and a Content-Security-Policy forbids any other source, so it opens offline and can be
+mailed or attached to a CI job as one file. Tables come from the same summary and the same best-cell
+logic as the Markdown and LaTeX tables (:mod:`reports.tables`); every piece of text is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from reports.rundir import read_config, read_timing, read_versions, write_atomic
+from reports.tables import (
+    NAN_TEXT,
+    MetricInfoLike,
+    _as_dirs,
+    _failure_note,
+    _grid,
+    _plan,
+    _run_names,
+    arrow,
+    load_metric_info,
+    load_results,
+    summary_table,
+)
+
+IMAGE_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    ".svg": "image/svg+xml",
+}
+"""Figure files that browsers show in ``<img>`` (a PDF is not one: pass its PNG twin)."""
+
+FAILED_ROWS_SHOWN = 100
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; }
+th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #ddd; }
+thead th { border-bottom: 2px solid #444; }
+td { text-align: right; font-variant-numeric: tabular-nums; }
+th { text-align: left; }
+figure { margin: 1em 0; }
+figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption, .note { color: #555; font-size: 0.9em; }
+pre { background: #f6f6f6; padding: 0.5em; overflow-x: auto; }
+"""
+
+# Nothing but inline styles and data: images may load, even if someone edits the file later.
+_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _one_line(value: Any) -> str:
+    return " ".join(str(value).split()) if value not in (None, "") else "not recorded"
+
+
+def _table(head: Sequence[str] | None, rows: Sequence[Sequence[str]], *, raw: bool = False) -> str:
+    """An HTML table, the first cell of a row as its header; cells escaped unless ``raw`` (done by the caller)."""
+    cell = (lambda c: c) if raw else _e
+    out = ["<table>\n"]
+    if head is not None:
+        out.extend(["<thead><tr>", *(f"<th>{_e(h)}</th>" for h in head), "</tr></thead>\n"])
+    out.append("<tbody>\n")
+    for row in rows:
+        out.append("<tr><th>" + cell(row[0]) + "</th>" + "".join(f"<td>{cell(c)}</td>" for c in row[1:]) + "</tr>\n")
+    return "".join(out) + "</tbody>\n</table>\n"
+
+
+def to_html(summary: pd.DataFrame, metric_info: MetricInfoLike, decimals: int | None = None) -> str:
+    """HTML tables, one per metric: rows methods, columns transforms, cells ``mean ± std``.
+
+    Same content as :func:`reports.tables.to_markdown`: ↑/↓ after the metric name, the best method per
+    column in ``<b>`` (ties all bold), ``–`` for missing cells, unavailable metrics listed with reasons.
+
+    Args:
+        summary: From :func:`reports.tables.summary_table`.
+        metric_info: ``{metric: MetricInfo or metrics.json entry}``.
+        decimals: Digits after the point; default as in the Markdown tables.
+
+    Returns:
+        An HTML fragment (no ``<html>`` wrapper).
+    """
+    tabled, unavailable = _plan(summary, metric_info)
+    out = []
+    for info in tabled:
+        grid = _grid(summary, info.name, info.higher_is_better, decimals)
+        out.append(f"<h3>{_e(info.name)} {arrow(info)}</h3>\n")
+        if info.description:
+            out.append(f'<p class="note">{_e(info.description)}</p>\n')
+        rows = [
+            [_e(method), *(f"<b>{_e(c)}</b>" if b else _e(c) for c, b in zip(cells, bold, strict=True))]
+            for method, cells, bold in zip(grid.methods, grid.cells, grid.bold, strict=True)
+        ]
+        out.append(_table([f"{info.name} {arrow(info)}", *grid.transforms], rows, raw=True))
+        note = _failure_note(summary, info.name).strip()
+        if note:
+            out.append(f'<p class="note">{_e(note)}</p>\n')
+    if not tabled:
+        out.append("<p>No results.</p>\n")
+    if unavailable:
+        out.append("<p><b>Unavailable metrics</b> (not computed, no table):</p>\n<ul>\n")
+        out.extend(f"<li>{_e(i.name)} {arrow(i)}: {_e(i.reason or 'no reason given')}</li>\n" for i in unavailable)
+        out.append("</ul>\n")
+    return "".join(out)
+
+
+def _runs_html(dirs: Sequence[Path], names: Sequence[str]) -> str:
+    out = ["<h2>Runs</h2>\n"]
+    for run_dir, name in zip(dirs, names, strict=True):
+        v, config = read_versions(run_dir), read_config(run_dir)
+        packages = v.get("packages")
+        fields = {
+            "folder": str(run_dir),
+            "git commit": v.get("git_commit"),
+            "device": v.get("device"),
+            "date": v.get("date"),
+            "generator": v.get("generator"),
+            "data": v.get("data"),
+            "perceptual": v.get("perceptual"),
+            "python": v.get("python"),
+            "packages": ", ".join(f"{k} {p}" for k, p in packages.items()) if isinstance(packages, dict) else None,
+        }
+        out.append(f"<h3>{_e(name)}</h3>\n")
+        out.append(_table(None, [[k, _one_line(val)] for k, val in fields.items()]))
+        if config:
+            text = json.dumps(config, indent=2, default=str)
+            out.append(f"<details><summary>config.json</summary><pre>{_e(text)}</pre></details>\n")
+    return "".join(out)
+
+
+def _failed_html(df: pd.DataFrame) -> str:
+    keys = ["run", "item", "method", "transform", "seed", "status"]
+    failed = df[df["status"] != "ok"].drop_duplicates(keys)[keys]
+    if failed.empty:
+        return "<h2>Failed items</h2>\n<p>None.</p>\n"
+    rows = [
+        [r.run, r.item, r.method, r.transform, r.seed, str(r.status).removeprefix("failed:").strip() or r.status]
+        for r in failed.head(FAILED_ROWS_SHOWN).itertuples(index=False)
+    ]
+    more = len(failed) - FAILED_ROWS_SHOWN
+    tail = f"<p>... and {more} more (see results.csv).</p>\n" if more > 0 else ""
+    head = f"<h2>Failed items</h2>\n<p>{len(failed)} (item, method, transform, seed) failed:</p>\n"
+    return head + _table(["run", "item", "method", "transform", "seed", "reason"], rows) + tail
+
+
+def _per_item(seconds: float, items: float) -> str:
+    return f"{seconds / items:.2f}" if items else NAN_TEXT
+
+
+def _timing_html(dirs: Sequence[Path]) -> str:
+    timing = pd.concat([read_timing(d) for d in dirs], ignore_index=True)
+    if timing.empty:
+        return ""
+    total = timing.groupby(["method", "transform"], sort=False)[["items", "seconds"]].sum().reset_index()
+    rows = [
+        [r.method, r.transform, f"{r.items:g}", f"{r.seconds:.1f}", _per_item(r.seconds, r.items)]
+        for r in total.itertuples(index=False)
+    ]
+    return "<h2>Timing</h2>\n" + _table(["method", "transform", "items", "seconds", "s / item"], rows)
+
+
+def embed_image(path: str | Path) -> str:
+    """The image file as a ``data:`` URI (base64), for ``<img src=...>``.
+
+    Raises:
+        ValueError: If the file does not exist or is not a type browsers show in ``<img>``.
+    """
+    path = Path(path)
+    mime = IMAGE_TYPES.get(path.suffix.lower())
+    if mime is None:
+        raise ValueError(f"figure {path}: cannot embed a {path.suffix or 'suffix-less'} file in HTML; "
+                         f"use one of {sorted(IMAGE_TYPES)} (for a PDF figure, pass its PNG)")
+    if not path.is_file():
+        raise ValueError(f"figure {path}: no such file")
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _figures_html(figures: Sequence[str | Path]) -> str:
+    if not figures:
+        return ""
+    out = ["<h2>Figures</h2>\n"]
+    for fig in map(Path, figures):
+        out.append(f'<figure><img src="{embed_image(fig)}" alt="{_e(fig.name)}">'
+                   f"<figcaption>{_e(fig.name)}</figcaption></figure>\n")
+    return "".join(out)
+
+
+def render_html(
+    run_dirs: Sequence[str | Path] | str | Path,
+    figures: Sequence[str | Path] = (),
+    *,
+    summary: pd.DataFrame | None = None,
+    metric_info: MetricInfoLike | None = None,
+    title: str = "Benchmark report",
+) -> str:
+    """The whole report as one HTML document (see :func:`write_html`)."""
+    dirs = _as_dirs(run_dirs)
+    df = load_results(dirs)
+    summary = summary_table(df) if summary is None else summary
+    metric_info = load_metric_info(dirs) if metric_info is None else metric_info
+    body = (
+        f"<h1>{_e(title)}</h1>\n"
+        + _runs_html(dirs, _run_names(dirs))
+        + "<h2>Results</h2>\n<p>Each cell: mean ± sample std over ok rows (items × seeds); best per column in "
+        + f"bold; {NAN_TEXT} = no value.</p>\n"
+        + to_html(summary, metric_info)
+        + _failed_html(df)
+        + _timing_html(dirs)
+        + _figures_html(figures)
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">\n'
+        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{body}</body>\n</html>\n"
+    )
+
+
+def write_html(
+    run_dirs: Sequence[str | Path] | str | Path,
+    out_path: str | Path,
+    figures: Sequence[str | Path] = (),
+    *,
+    summary: pd.DataFrame | None = None,
+    metric_info: MetricInfoLike | None = None,
+    title: str = "Benchmark report",
+) -> Path:
+    """Write one self-contained HTML report that opens offline.
+
+    Args:
+        run_dirs: Run directories to merge (as for :func:`reports.tables.write_report`).
+        out_path: The ``.html`` file to write (atomically; parent folders created).
+        figures: Image files to embed, in order (PNG, JPEG, GIF, WebP or SVG), e.g. the ``.png`` paths
+            that :func:`reports.tables.write_report` returned.
+        summary: A summary from :func:`reports.tables.summary_table`; default: computed from the runs.
+        metric_info: ``{metric: MetricInfo}``; default: merged from the runs' ``metrics.json``.
+        title: Page title and heading.
+
+    Returns:
+        ``out_path`` as a Path.
+
+    Raises:
+        reports.RunDirError: If a directory is not a run directory.
+        ValueError: If a figure is missing or of a type that cannot be embedded.
+    """
+    text = render_html(run_dirs, figures, summary=summary, metric_info=metric_info, title=title)
+    return write_atomic(out_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
