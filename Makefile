@@ -22,6 +22,7 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 	$(BIN)/bench zoo verify
+	BIN=$(BIN) bash benchmarks/ci/regression.sh
 
 lint: setup
 	$(BIN)/ruff check .

@@ -50,6 +50,8 @@ def main() -> None:
 @click.option("--perceptual", type=click.Choice(["auto", "lpips-vgg", "lpips-alex", "world", "none"]), default=None,
               help="Perceptual distance in the methods' losses.  [default: auto]")
 @click.option("--lpips-weights", default=None, help="Folder or file with torchvision AlexNet/VGG16 weights.")
+@click.option("--pnorm-stats", default=None, help="P-norm+ statistics file (bench zoo pnorm-stats); "
+              "default: shipped for the embedded world, else computed on first use (1M samples).")
 @click.option("--max-samples", type=click.IntRange(min=0), default=None,
               help=f"Sample images kept per transform for the figures.  [default: {DEFAULTS.max_samples}]")
 @click.option("--save-latents/--no-save-latents", default=None, help="Keep each item's latent codes. [default: yes]")
@@ -224,6 +226,28 @@ def check(run_dir: str, baseline_file: str, write_baseline: bool, how: str | Non
     click.echo(check_api.format_table(result, changed_only=changed_only), nl=False)
     if not result.passed:
         sys.exit(1)
+
+
+@zoo.command("pnorm-stats")
+@click.option("--generator", required=True, help="Generator checkpoint (.pt rosinality, .safetensors).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .safetensors file.")
+@click.option("--samples", type=click.IntRange(min=1000), default=1_000_000, help="Mapped samples (no truncation).")
+@click.option("--device", default="auto", help="auto, cpu, cuda.")
+def zoo_pnorm_stats(generator: str, out: str, samples: int, device: str) -> None:
+    """Compute a generator's P-norm+ statistics (mean and float64 PCA of lrelu5(w))."""
+    from bench.generators.checkpoints import load_generator
+    from bench.runner import resolve_device
+    from bench.world.train_methods import save_pnorm_stats
+    from methods.pnorm import compute_pnorm_stats
+
+    try:
+        gen = load_generator(generator).to(resolve_device(device))
+        stats = compute_pnorm_stats(gen, samples)
+        save_pnorm_stats(stats, Path(out))
+    except (ValueError, OSError) as err:
+        _fail(err)
+    lo, hi = float(stats.eigvals.min()), float(stats.eigvals.max())
+    click.echo(f"wrote {out}: {samples} samples, eigenvalues {lo:.3g}..{hi:.3g}  (use: bench run --pnorm-stats {out})")
 
 
 def config_fields() -> list[str]:

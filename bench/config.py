@@ -52,6 +52,7 @@ class RunConfig:
         method_params: per-method hyper-parameter overrides, e.g. ``{"im2s": {"lr": 0.02}}``.
         encoders: encoder files for methods that need one, e.g. ``{"fwplus16": "enc16.safetensors"}``
             (the embedded world ships its own).
+        pnorm_stats: P-norm+ statistics file for the generator (``bench zoo pnorm-stats``).
     """
 
     methods: str = "im2s"
@@ -75,6 +76,7 @@ class RunConfig:
     save_latents: bool = True
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     encoders: dict[str, str] = field(default_factory=dict)
+    pnorm_stats: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""

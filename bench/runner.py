@@ -119,7 +119,7 @@ def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Prepared:
     else:
         generator = default_generator()
     generator = generator.to(device).eval().requires_grad_(False)
-    attach_pnorm_stats(generator, use_world=config.generator is None)
+    attach_pnorm_stats(generator, use_world=config.generator is None, path=config.pnorm_stats)
     data_spec = config.data or default_data_spec(config.n)
     source = open_source(data_spec, resolution=generator.resolution, n=config.n, seed=config.seed,
                          generator=generator, on_error=log)
@@ -315,19 +315,31 @@ def method_resources(preset, prep: Prepared) -> dict:
     return {"encoder": load_encoder(path, prep.device)}
 
 
-def attach_pnorm_stats(generator, use_world: bool) -> None:
-    """Give the world generator its shipped P-norm+ statistics (others compute them on first use)."""
+def attach_pnorm_stats(generator, use_world: bool, path: str | None = None) -> None:
+    """Attach P-norm+ statistics: the given file, else the world's shipped ones for the world generator.
+
+    Without either, methods compute them on first use (1M samples).
+    """
     from bench.world import zoo
 
-    path = zoo.asset_path("pnorm_stats") if use_world else None
+    path = path or (zoo.asset_path("pnorm_stats") if use_world else None)
     if path is None:
         return
-    from safetensors.torch import load_file
+    from safetensors import safe_open
 
     from methods.pnorm import PNormStats
 
-    t = load_file(str(path))
-    generator.pnorm_stats = PNormStats(t["mean"], t["eigvecs"], t["eigvals"], samples=1_000_000)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            t = {k: fh.get_tensor(k) for k in fh.keys()}
+            samples = int((fh.metadata() or {}).get("samples", 0))
+        stats = PNormStats(t["mean"].float(), t["eigvecs"].float(), t["eigvals"].float(), samples=samples)
+    except (OSError, KeyError, ValueError, RuntimeError) as err:
+        raise ValueError(f"--pnorm-stats {path}: not a P-norm+ statistics file ({err})") from err
+    if stats.mean.shape != (generator.w_dim,):
+        raise ValueError(f"--pnorm-stats {path}: statistics are for w_dim {stats.mean.shape[0]}, "
+                         f"the generator has {generator.w_dim}")
+    generator.pnorm_stats = stats
 
 
 def _work_groups(prep: Prepared):
