@@ -172,6 +172,8 @@ def resolve(config: RunConfig, *, device_type: str) -> RunConfig:
     if config.n is not None and config.n < 1:
         raise ValueError(f"--n must be >= 1, got {config.n}")
     n = config.n if config.n is not None else PROFILES[profile]["n"]
+    if config.n is None and (config.data or "").startswith("set:"):
+        n = None  # a made set is run whole unless --n says otherwise (its records are item x transform)
     return replace(config, profile=profile, n=n)
 
 

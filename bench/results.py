@@ -8,7 +8,7 @@ Layout (read by ``reports``, which never touches the models)::
     RUN_DIR/results.csv        item, method, transform, seed, metric, value, status  (one row per metric)
     RUN_DIR/transforms.csv     item, transform, params (JSON: angle, translation, scale, matrix, fill)
     RUN_DIR/timing.csv         method, transform, items, seconds
-    RUN_DIR/latents/METHOD/TRANSFORM/ITEM.pt
+    RUN_DIR/latents/METHOD/TRANSFORM/ITEM.pt   (ITEM made file-name safe)
     RUN_DIR/samples/index.csv  item, transform, kind, path   (+ the PNGs)
 
 Every table is rewritten atomically (temporary file, then rename) after each finished batch, so a killed
@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from bench.data.sets import safe_name
 
 RESULT_COLUMNS = ("item", "method", "transform", "seed", "metric", "value", "status")
 TRANSFORM_COLUMNS = ("item", "transform", "params")
@@ -109,23 +111,32 @@ class RunStore:
 
     def add_batch(self, result_rows: list[dict[str, Any]], param_rows: list[dict[str, Any]],
                   timing_row: dict[str, Any] | None, sample_rows: list[dict[str, Any]]) -> None:
-        """Record one finished batch and flush every table it touched."""
+        """Record one finished batch and flush every table it touched.
+
+        Results are flushed first: they mark the batch as done, so a run killed between the flushes is
+        not redone on resume and no row is duplicated (at worst that batch's timing or sample-index rows are
+        missing). Parameters and sample rows are keyed, so a repeated row replaces the old one.
+        """
+        self.results.extend(result_rows)
+        self.results.flush()
+        self._done |= {(r["item"], r["method"], r["transform"]) for r in result_rows}
         new_params = [r for r in param_rows if (r["item"], r["transform"]) not in self._params_done]
         self._params_done |= {(r["item"], r["transform"]) for r in new_params}
-        for table, rows in ((self.transforms, new_params), (self.samples, sample_rows)):
-            if rows:
-                table.extend(rows)
-                table.flush()
+        if new_params:
+            self.transforms.extend(new_params)
+            self.transforms.flush()
+        if sample_rows:
+            keys = {(r["item"], r["transform"], r["kind"]) for r in sample_rows}
+            self.samples.rows = [r for r in self.samples.rows if (r["item"], r["transform"], r["kind"]) not in keys]
+            self.samples.extend(sample_rows)
+            self.samples.flush()
         if timing_row is not None:
             self.timing.extend([timing_row])
             self.timing.flush()
-        self.results.extend(result_rows)
-        self.results.flush()  # last: results mark the batch as done
-        self._done |= {(r["item"], r["method"], r["transform"]) for r in result_rows}
 
     def save_latents(self, method: str, transform_slug: str, item: str, latents: dict[str, torch.Tensor]) -> None:
         """Save one item's latent tensors (CPU) to ``latents/METHOD/TRANSFORM/ITEM.pt``."""
-        path = self.dir / "latents" / method / transform_slug / f"{item}.pt"
+        path = self.dir / "latents" / method / transform_slug / f"{safe_name(item)}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         torch.save({k: v.detach().cpu().clone() for k, v in latents.items()}, tmp)

@@ -361,8 +361,10 @@ def _work_groups(prep: Prepared):
 
 def _notes(prep: Prepared) -> list[str]:
     c = prep.config
+    stored = all(it.transform is not None for it in prep.items)
+    labels = "as stored in the set" if stored else ", ".join(s.label for s in prep.specs)
     return [f"device: {prep.device}  profile: {c.profile}  items: {len(prep.items)}  "
-            f"transforms: {', '.join(s.label for s in prep.specs)}  methods: {', '.join(prep.methods)}",
+            f"transforms: {labels}  methods: {', '.join(prep.methods)}",
             f"generator: {prep.descriptions['generator']}",
             f"data: {prep.descriptions['data']}",
             f"perceptual loss: {prep.descriptions['perceptual']}"]
