@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
+from bench.encoders.files import load_strict, read_state, require_meta, save_state
 from methods.fwplus import BaseCodeEncoder, encoder_input
 from methods.optim import reconstruction_loss
 
@@ -73,28 +72,14 @@ def train_basecode_encoder(generator, perceptual, base_res: int, work: Path, min
 def save_encoder(enc: BaseCodeEncoder, path: Path, base_res: int, extra: dict | None = None) -> None:
     """Save a base-code encoder as float16 safetensors with its architecture in the metadata."""
     conv = [m for m in enc.modules() if isinstance(m, torch.nn.Conv2d)]
-    meta = {"format": FORMAT, "base_res": base_res, "out_channels": conv[-1].out_channels,
-            "width": conv[0].out_channels, "max_width": conv[-1].in_channels, **(extra or {})}
-    save_file({k: v.detach().cpu().half().contiguous() if v.is_floating_point() else v.cpu().contiguous()
-               for k, v in enc.state_dict().items()}, str(path), metadata={k: json.dumps(v) for k, v in meta.items()})
+    save_state(enc, path, {"format": FORMAT, "base_res": base_res, "out_channels": conv[-1].out_channels,
+                           "width": conv[0].out_channels, "max_width": conv[-1].in_channels, **(extra or {})})
 
 
 def load_encoder(path: Path, device: torch.device | str = "cpu") -> BaseCodeEncoder:
     """Load a base-code encoder written by :func:`save_encoder` (strict keys and shapes)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such encoder file")
-    with safe_open(str(path), framework="pt") as fh:
-        meta = {k: json.loads(v) for k, v in (fh.metadata() or {}).items()}
-        state = {k: fh.get_tensor(k) for k in fh.keys()}
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a base-code encoder file (format {meta.get('format')!r})")
+    meta, state = read_state(path, FORMAT, "base-code encoder")
+    require_meta(meta, ("base_res", "out_channels", "width", "max_width"), path)
     enc = BaseCodeEncoder(meta["out_channels"], meta["width"], meta["max_width"])
-    expected = enc.state_dict()
-    bad = sorted(set(expected) ^ set(state))
-    bad += [k for k in state if k in expected and state[k].shape != expected[k].shape]
-    if bad:
-        raise ValueError(f"{path}: keys or shapes do not match the encoder architecture: {bad[:5]}")
-    enc.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
     enc.base_res = int(meta["base_res"])
-    return enc.to(device).eval().requires_grad_(False)
+    return load_strict(enc, state, path, device)

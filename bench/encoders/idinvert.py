@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from bench.encoders.files import load_strict, read_state, require_meta, save_state
 from bench.world.networks import Discriminator
 from bench.world.training import face_loader, heldout_faces
 from methods.idinvert import PERCEPTUAL_WEIGHT, DomainGuidedEncoder, encode
@@ -256,39 +257,17 @@ def heldout_quality(generator, enc: DomainGuidedEncoder, perceptual=None, n: int
 
 def save_encoder(enc: DomainGuidedEncoder, path: Path, extra: dict | None = None) -> None:
     """Save the encoder as float16 safetensors with its architecture (and ``extra``) in the metadata."""
-    meta = {"format": FORMAT, **enc.config(), **(extra or {})}
-    tensors = {k: v.detach().cpu().half().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
-               for k, v in enc.state_dict().items()}
-    save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in meta.items()})
+    save_state(enc, path, {"format": FORMAT, **enc.config(), **(extra or {})})
 
 
 def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> DomainGuidedEncoder:
     """Load an encoder written by :func:`save_encoder`: strict keys and shapes, float32, frozen, eval mode."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such encoder file")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = {k: json.loads(v) for k, v in (fh.metadata() or {}).items()}
-            state = {k: fh.get_tensor(k) for k in fh.keys()}
-    except Exception as err:  # noqa: BLE001 - report any unreadable file by name
-        raise ValueError(f"{path}: not a readable IDinvert encoder file ({err})") from err
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: not an IDinvert encoder file (format {meta.get('format')!r}, expected {FORMAT!r})")
+    meta, state = read_state(path, FORMAT, "IDinvert encoder")
     keys = ("num_ws", "w_dim", "resolution", "width", "max_width", "code_channels")
-    missing = [k for k in keys if k not in meta]
-    if missing:
-        raise ValueError(f"{path}: metadata lacks the architecture entries {missing}")
+    require_meta(meta, keys, path)
     enc = DomainGuidedEncoder(*(int(meta[k]) for k in keys))
-    expected = enc.state_dict()
-    bad = sorted(set(expected) ^ set(state))
-    bad += [f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}" for k in state
-            if k in expected and state[k].shape != expected[k].shape]
-    if bad:
-        raise ValueError(f"{path}: keys or shapes do not match the encoder architecture: {bad[:5]}")
-    enc.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
     enc.trained_steps = meta.get("steps")
-    return enc.to(device).eval().requires_grad_(False)
+    return load_strict(enc, state, path, device)
 
 
 def _world_perceptual(path: Path, device: torch.device):

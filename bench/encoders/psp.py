@@ -35,9 +35,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
+from bench.encoders.files import load_strict, read_state, require_meta, save_state
 from methods.optim import mse_per_image
 from methods.psp import PSPConfig, PSPEncoder, encoder_input
 
@@ -271,10 +270,8 @@ def _heldout(n: int, resolution: int) -> torch.Tensor:
 
 def save_encoder(enc: PSPEncoder, path: Path, extra: dict | None = None) -> None:
     """Save a pSp encoder as safetensors: weights in float16, ``latent_avg`` in float32, config in metadata."""
-    meta = {"format": FORMAT, "config": asdict(enc.config), **(extra or {})}
-    tensors = {k: (v.half() if v.is_floating_point() and k != "latent_avg" else v).detach().cpu().contiguous()
-               for k, v in enc.state_dict().items()}
-    save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in meta.items()})
+    save_state(enc, path, {"format": FORMAT, "config": asdict(enc.config), **(extra or {})},
+               keep_float32=("latent_avg",))
 
 
 def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> PSPEncoder:
@@ -284,28 +281,13 @@ def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> PSPEnc
         ValueError: naming the file if it is missing, not a pSp encoder file, or does not match the
             architecture recorded in its metadata.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such encoder file")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = {k: json.loads(v) for k, v in (fh.metadata() or {}).items()}
-            state = {k: fh.get_tensor(k) for k in fh.keys()}
-    except Exception as err:  # noqa: BLE001 - report any unreadable file by name
-        raise ValueError(f"{path}: not a readable pSp encoder file ({err})") from err
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a pSp encoder file (format {meta.get('format')!r}, expected {FORMAT!r})")
+    meta, state = read_state(path, FORMAT, "pSp encoder")
+    require_meta(meta, ("config",), path)
     cfg = meta["config"]
     enc = PSPEncoder(PSPConfig(**{**cfg, "stage_widths": tuple(cfg["stage_widths"]),
                                   "stage_units": tuple(cfg["stage_units"])}))
-    expected = enc.state_dict()
-    bad = sorted(set(expected) ^ set(state))
-    bad += [k for k in state if k in expected and state[k].shape != expected[k].shape]
-    if bad:
-        raise ValueError(f"{path}: keys or shapes do not match the pSp encoder architecture: {bad[:5]}")
-    enc.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
     enc.trained_steps = int(meta.get("steps", 0))
-    return enc.to(device).eval().requires_grad_(False)
+    return load_strict(enc, state, path, device)
 
 
 @torch.no_grad()
