@@ -2,9 +2,10 @@
 
 A source is opened from a spec string ``KIND:ARG[:N]`` (see ``open_source``) and yields ``Item``s, each an
 image in the benchmark convention (float32 (3, R, R), RGB, [-1, 1]) with a stable id and a per-item seed.
-Built-in kinds: ``synthetic``, ``folder``, ``celebahq``, ``lsun``, ``set``; other modules add kinds with
-``register_source``. Sources are lazy: files are decoded while iterating, and unreadable ones are reported
-through ``on_error`` and skipped, so ``len(source)`` counts candidates and may exceed what iteration yields.
+Built-in kinds: ``synthetic`` (in ``bench.data.synthetic``), ``folder``, ``celebahq`` and ``lsun`` (in
+``bench.data.readers``), ``set`` (in ``bench.data.sets``); other modules add kinds with ``register_source``.
+Sources are lazy: files are decoded while iterating, and unreadable ones are reported through ``on_error``
+and skipped, so ``len(source)`` counts candidates and may exceed what iteration yields.
 """
 
 from __future__ import annotations
@@ -12,17 +13,17 @@ from __future__ import annotations
 import abc
 import difflib
 import hashlib
+import importlib
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import lmdb
 import numpy as np
 import torch
 
-from bench.data.images import MIN_SIDE, ImageLoadError, decode_image, list_image_files, load_image
+from bench.data.images import MIN_SIDE, ImageLoadError, list_image_files, load_image
 
 __all__ = [
     "Item",
@@ -312,233 +313,20 @@ def _folder_factory(
     )
 
 
-def _generator_device(generator: Any) -> tuple[torch.device, torch.dtype]:
-    """Where and in what dtype the generator computes: from its first parameter, else its ``device``."""
-    params = getattr(generator, "parameters", None)
-    first = next(iter(params()), None) if callable(params) else None
-    if first is not None:
-        return first.device, first.dtype if first.is_floating_point() else torch.float32
-    return torch.device(getattr(generator, "device", "cpu")), torch.float32
+def _lazy_factory(module: str, attr: str) -> SourceFactory:
+    """A factory that imports ``module`` on first use and calls its ``attr``.
 
-
-class SyntheticSource(Source):
-    """Generator samples (the ``synthetic`` kind): z from the item seed, w = mapping(z), image = G(w).
-
-    Item ``i`` has id ``synthetic-{i:06d}``; its z is drawn on CPU from
-    ``torch.Generator().manual_seed(item.seed)``, so an item does not depend on how many are asked for.
-    Samples are generated ``batch_size`` at a time under ``torch.no_grad`` on the generator's device.
+    Lazy because those modules import this one for Item and Source, and so that ``lmdb`` loads only when used.
     """
 
-    batch_size = 8
+    def factory(arg: str, **kwargs: Any) -> Source:
+        return getattr(importlib.import_module(module), attr)(arg, **kwargs)
 
-    def __init__(self, generator: Any, ids: Sequence[str], *, resolution: int, seed: int, on_error: ErrorHandler):
-        """Create a source of the given sample ids (``synthetic-NNNNNN``) from ``generator``."""
-        missing = [a for a in ("mapping", "synthesis", "z_dim", "num_ws") if not hasattr(generator, a)]
-        if missing:
-            raise ValueError(
-                f"synthetic: the generator lacks {', '.join(missing)}; it needs mapping, synthesis, z_dim and num_ws"
-            )
-        super().__init__("synthetic", f"{len(ids)} generator samples (seed {seed})", ids, seed=seed, on_error=on_error)
-        self.generator = generator
-        self.resolution = resolution
-
-    def __iter__(self) -> Iterator[Item]:
-        for start in range(0, len(self._ids), self.batch_size):
-            yield from (it for it in self._generate(self._ids[start : start + self.batch_size]) if it is not None)
-
-    def _load(self, item_id: str) -> Item | None:
-        return self._generate([item_id])[0]
-
-    def _generate(self, ids: Sequence[str]) -> list[Item | None]:
-        g, res = self.generator, self.resolution
-        seeds = [item_seed(self.seed, i) for i in ids]
-        z = torch.cat([torch.randn(1, int(g.z_dim), generator=torch.Generator().manual_seed(s)) for s in seeds])
-        device, dtype = _generator_device(g)
-        with torch.no_grad():
-            w = g.mapping(z.to(device=device, dtype=dtype))
-            images = g.synthesis(w.unsqueeze(1).repeat(1, int(g.num_ws), 1))
-        w, images = w.detach().float().cpu(), images.detach().float().cpu()
-        if w.dim() != 2 or w.shape[0] != len(ids):
-            raise ValueError(
-                f"synthetic: generator.mapping returned shape {tuple(w.shape)}, expected ({len(ids)}, w_dim)"
-            )
-        if tuple(images.shape) != (len(ids), 3, res, res):
-            raise ValueError(
-                f"synthetic: generator.synthesis returned shape {tuple(images.shape)}, expected "
-                f"({len(ids)}, 3, {res}, {res}); the resolution must match the generator's"
-            )
-        items: list[Item | None] = []
-        for item_id, s, wi, img in zip(ids, seeds, w, images, strict=True):
-            if not bool(torch.isfinite(img).all()):
-                self.on_error(f"synthetic:{item_id}: the generator produced NaN or Inf values; skipped")
-                items.append(None)
-                continue
-            items.append(Item(item_id, img.clamp(-1.0, 1.0).contiguous(), s, latent=wi.clone(), meta={"z_seed": s}))
-        return items
+    return factory
 
 
-def _synthetic_factory(
-    arg: str, *, resolution: int, n: int | None, seed: int, generator: Any, on_error: ErrorHandler
-) -> Source:
-    if not arg.strip().isdigit() or int(arg) < 1:
-        raise ValueError(f"synthetic: expected synthetic:COUNT with COUNT >= 1, got synthetic:{arg}")
-    if generator is None:
-        raise ValueError(f"synthetic:{arg} needs a generator (pass generator=... to open_source)")
-    ids = select_subset([f"synthetic-{i:06d}" for i in range(int(arg))], n, seed, on_error, f"synthetic:{arg}")
-    return SyntheticSource(generator, ids, resolution=resolution, seed=seed, on_error=on_error)
-
-
-def _split_options(arg: str, allowed: set[str], what: str) -> tuple[str, dict[str, str]]:
-    """Split ``PATH,key=value,...`` (options are taken from the end, so paths may contain commas)."""
-    parts, options = arg.split(","), {}
-    while len(parts) > 1 and re.match(r"^\s*[A-Za-z_]+\s*=", parts[-1]):
-        key, value = (t.strip() for t in parts.pop().split("=", 1))
-        if key not in allowed or not value:
-            raise ValueError(f"{what}: bad option {key}={value!r}; allowed: {', '.join(sorted(allowed))}=VALUE")
-        options[key] = value
-    return ",".join(parts), options
-
-
-def _split_candidates(token: str) -> list[str]:
-    stem = Path(token).stem
-    return [token, Path(token).name, stem] + ([str(int(stem))] if stem.isdigit() else [])
-
-
-def _apply_split(files: dict[str, Path], split_file: Path, on_error: ErrorHandler) -> dict[str, Path]:
-    """Keep the files named in a split list (first token per line: a file name, a stem or an index)."""
-    if not split_file.is_file():
-        raise ValueError(f"celebahq: split file {str(split_file)!r} not found")
-    lookup: dict[str, str] = {}
-    for fid, path in files.items():
-        for key in [fid, path.name] + _split_candidates(path.name)[2:]:
-            lookup.setdefault(key, fid)
-    wanted, missing = set(), []
-    for line in split_file.read_text(encoding="utf-8", errors="replace").splitlines():
-        tokens = line.split("#", 1)[0].split()
-        if tokens:
-            fid = next((lookup[k] for k in _split_candidates(tokens[0]) if k in lookup), None)
-            wanted.add(fid) if fid is not None else missing.append(tokens[0])
-    if not wanted:
-        raise ValueError(f"celebahq: split file {str(split_file)!r} matches none of the {len(files)} images")
-    if missing:
-        on_error(f"warning: split file {split_file}: {len(missing)} entries match no image, e.g. {missing[:3]}")
-    return {k: v for k, v in files.items() if k in wanted}
-
-
-def _celebahq_factory(
-    arg: str, *, resolution: int, n: int | None, seed: int, generator: Any, on_error: ErrorHandler
-) -> Source:
-    path, options = _split_options(arg, {"split"}, "celebahq")
-    files = list_image_files(path, "celebahq")
-    where = path
-    if "split" in options:
-        files = _apply_split(files, Path(options["split"]).expanduser(), on_error)
-        where = f"{path} (split {options['split']})"
-    keep = select_subset(list(files), n, seed, on_error, f"celebahq:{arg}")
-    return FolderSource(
-        "celebahq",
-        {k: files[k] for k in keep},
-        resolution=resolution,
-        seed=seed,
-        on_error=on_error,
-        where=where,
-    )
-
-
-def _open_lmdb(path: Path) -> lmdb.Environment:
-    try:
-        return lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=path.is_dir())
-    except lmdb.Error as exc:
-        raise ValueError(f"lsun: cannot open LMDB {str(path)!r}: {exc}") from exc
-
-
-class LmdbSource(Source):
-    """An LSUN category LMDB as distributed (keys -> encoded WebP/JPEG bytes); ids are the keys as ASCII."""
-
-    def __init__(
-        self, path: Path, keys: list[bytes], *, total: int, resolution: int, seed: int, on_error: ErrorHandler
-    ):
-        """Create a source over ``keys`` (already subset, in database order) of the LMDB at ``path``."""
-        ids = [k.decode("ascii", errors="backslashreplace") for k in keys]
-        desc = f"{len(ids)} of {total} images from LMDB {path}"
-        super().__init__("lsun", desc, ids, seed=seed, on_error=on_error)
-        self.path, self.resolution = path, resolution
-        self._keys = dict(zip(ids, keys, strict=True))
-
-    def __iter__(self) -> Iterator[Item]:
-        env = _open_lmdb(self.path)
-        try:
-            with env.begin() as txn:
-                for item_id in self._ids:
-                    item = self._decode(txn, item_id)
-                    if item is not None:
-                        yield item
-        finally:
-            env.close()
-
-    def _load(self, item_id: str) -> Item | None:
-        env = _open_lmdb(self.path)
-        try:
-            with env.begin() as txn:
-                return self._decode(txn, item_id)
-        finally:
-            env.close()
-
-    def _decode(self, txn: lmdb.Transaction, item_id: str) -> Item | None:
-        name = f"{self.path}[{item_id}]"
-        data = txn.get(self._keys[item_id])
-        try:
-            if data is None:
-                raise ImageLoadError(f"{name}: key not found in the database")
-            image = decode_image(data, self.resolution, name)
-        except ImageLoadError as exc:
-            self.on_error(str(exc))
-            return None
-        meta = {"lmdb": str(self.path), "key": item_id}
-        return Item(id=item_id, image=image, seed=item_seed(self.seed, item_id), meta=meta)
-
-
-def _lsun_factory(
-    arg: str, *, resolution: int, n: int | None, seed: int, generator: Any, on_error: ErrorHandler
-) -> Source:
-    path = Path(arg).expanduser()
-    if not path.exists():
-        raise ValueError(f"lsun: path {arg!r} does not exist")
-    if path.is_dir() and not (path / "data.mdb").is_file():
-        files = list_image_files(path, "lsun")
-        keep = select_subset(list(files), n, seed, on_error, f"lsun:{arg}")
-        return FolderSource(
-            "lsun",
-            {k: files[k] for k in keep},
-            resolution=resolution,
-            seed=seed,
-            on_error=on_error,
-            where=arg,
-        )
-    env = _open_lmdb(path)
-    try:
-        with env.begin() as txn:
-            total = txn.stat()["entries"]
-            if total == 0:
-                raise ValueError(f"lsun: LMDB {arg!r} holds no entries")
-            # Positions, not a full key list, so that a small subset of a 3M-key database stays small.
-            picks = _subset_positions(total, n, seed, on_error, f"lsun:{arg}")
-            chosen = None if picks is None else set(picks.tolist())
-            keys = [k for i, k in enumerate(txn.cursor().iternext(values=False)) if chosen is None or i in chosen]
-    finally:
-        env.close()
-    return LmdbSource(path, keys, total=total, resolution=resolution, seed=seed, on_error=on_error)
-
-
-def _set_factory(arg: str, **kwargs: Any) -> Source:
-    # Imported on use: bench.data.sets imports this module for Item and Source.
-    from bench.data.sets import set_factory
-
-    return set_factory(arg, **kwargs)
-
-
-register_source("synthetic", _synthetic_factory)
+register_source("synthetic", _lazy_factory("bench.data.synthetic", "synthetic_factory"))
 register_source("folder", _folder_factory)
-register_source("celebahq", _celebahq_factory)
-register_source("lsun", _lsun_factory)
-register_source("set", _set_factory)
+register_source("celebahq", _lazy_factory("bench.data.readers", "celebahq_factory"))
+register_source("lsun", _lazy_factory("bench.data.readers", "lsun_factory"))
+register_source("set", _lazy_factory("bench.data.sets", "set_factory"))

@@ -12,7 +12,7 @@ from bench.data import register_source
 from bench.generators.checkpoints import load_safetensors
 from bench.generators.stylegan2 import StyleGAN2Generator
 from bench.world import WORLD_CONFIG, zoo
-from bench.world.procfaces import procfaces_source
+from bench.world.procfaces_source import procfaces_source
 
 register_source("procfaces", procfaces_source, replace=True)
 
