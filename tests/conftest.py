@@ -29,6 +29,16 @@ def make_tiny_generator(resolution=32, w_dim=32, seed=0):
 
 
 @pytest.fixture(scope="session")
+def tiny_generator_path(tmp_path_factory):
+    """The 32 px tiny generator saved as a rosinality-layout checkpoint (for --generator in run tests)."""
+    from bench.generators.checkpoints import save_rosinality
+
+    path = tmp_path_factory.mktemp("gen") / "tiny32.pt"
+    save_rosinality(make_tiny_generator(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_generator():
     """A 32 px random-weight StyleGAN2 for contract tests."""
     return make_tiny_generator()

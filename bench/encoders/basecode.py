@@ -21,9 +21,14 @@ from methods.optim import reconstruction_loss
 FORMAT = "bench-basecode-encoder"
 
 
-def _targets(generator, batch: int, psi: float = 0.7, trunc_layers: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+def truncated_samples(generator, batch: int, rng: torch.Generator, psi: float = 0.7,
+                      trunc_layers: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ws, images) of generator samples truncated on ws rows < ``trunc_layers`` (BDInvert's encoder data).
+
+    z is drawn on the CPU from ``rng`` and moved, so the samples do not depend on the device.
+    """
     dev = generator.w_avg.device
-    w = generator.mapping(torch.randn(batch, generator.z_dim, device=dev))
+    w = generator.mapping(torch.randn(batch, generator.z_dim, generator=rng).to(dev))
     ws = w[:, None].repeat(1, generator.num_ws, 1)
     rows = min(trunc_layers, generator.num_ws)
     ws[:, :rows] = generator.w_avg + psi * (ws[:, :rows] - generator.w_avg)
@@ -48,10 +53,11 @@ def train_basecode_encoder(generator, perceptual, base_res: int, work: Path, min
         sched.load_state_dict(state["sched"])
         step = int(state["step"])
     enc.train()
+    rng = torch.Generator().manual_seed(1 + step)  # BDInvert seeds 1; a resumed run continues with new draws
     start = time.time()
     while step < iterations and time.time() - start < minutes * 60:
         with torch.no_grad():
-            ws, x = _targets(generator, batch)
+            ws, x = truncated_samples(generator, batch, rng)
         rec = generator.synthesis_from(enc(encoder_input(x, base_res)), ws, base_res)
         loss = reconstruction_loss(rec, x, perceptual, 1.0, perceptual_weight).mean()
         opt.zero_grad(set_to_none=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from bench.encoders.basecode import _targets, save_encoder, train_basecode_encoder
+from bench.encoders.basecode import save_encoder, train_basecode_encoder, truncated_samples
 from bench.generators.checkpoints import load_safetensors
 from bench.world.perceptual import WorldPerceptual
 from methods.fwplus import encoder_input
@@ -33,8 +33,7 @@ def save_pnorm_stats(stats, path: Path) -> None:
 @torch.no_grad()
 def encoder_quality(generator, enc, base_res: int, n: int = 500) -> dict:
     """PSNR (dB, [0,1] images) of encoder reconstructions vs the mean latent on fresh truncated samples."""
-    torch.manual_seed(12345)
-    ws, x = _targets(generator, n)
+    ws, x = truncated_samples(generator, n, torch.Generator().manual_seed(12345))
     rec = generator.synthesis_from(enc(encoder_input(x, base_res)), ws, base_res).clamp(-1, 1)
     mean = generator.synthesis(generator.w_avg.expand(n, generator.num_ws, -1)).clamp(-1, 1)
 

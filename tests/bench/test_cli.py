@@ -14,18 +14,14 @@ from PIL import Image
 
 from bench.cli import main
 from bench.config import RunConfig
-from bench.generators.checkpoints import save_rosinality
 from bench.runner import run as run_api
-from tests.conftest import make_tiny_generator
 
 KEY = ["item", "method", "transform", "metric"]
 
 
 @pytest.fixture(scope="module")
-def gen_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("gen") / "tiny32.pt"
-    save_rosinality(make_tiny_generator(), path)
-    return path
+def gen_path(tiny_generator_path):
+    return tiny_generator_path
 
 
 @pytest.fixture(autouse=True)

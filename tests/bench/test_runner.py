@@ -18,22 +18,19 @@ from PIL import Image
 
 import bench.runner
 from bench.config import RunConfig
-from bench.generators.checkpoints import load_generator, save_rosinality
+from bench.generators.checkpoints import load_generator
 from bench.metrics import BACKBONE_FILES, DEFAULT_METRICS, list_metrics
 from bench.results import RESULT_COLUMNS, SAMPLE_COLUMNS, TIMING_COLUMNS, TRANSFORM_COLUMNS
 from bench.runner import run
 from methods.wplus import WPlusOptimization
-from tests.conftest import make_tiny_generator
 
 AVAILABLE = {"mse", "psnr", "ssim"}  # LPIPS backbones are absent (TORCH_HOME points at an empty folder)
 KEY = ["item", "method", "transform", "metric"]
 
 
 @pytest.fixture(scope="module")
-def gen_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("gen") / "tiny32.pt"
-    save_rosinality(make_tiny_generator(), path)
-    return path
+def gen_path(tiny_generator_path):
+    return tiny_generator_path
 
 
 @pytest.fixture(autouse=True)
