@@ -62,9 +62,12 @@ def zoo() -> str:
     if not entries:
         lines.append("  (nothing yet: the world's networks have not been trained; bench run uses a random generator)")
     for name, e in entries.items():
-        lines.append(f"  {name:<14} {e['file']:<34} {e['bytes'] / 1e6:6.2f} MB  {e.get('description', '')}")
+        lines.append(f"  {name:<17} {e['file']:<26} {e['bytes'] / 1e6:5.2f} MB  {e.get('description', '')}")
     lines += ["", "You can add (pass with the options shown):",
               "  a StyleGAN2 checkpoint, rosinality .pt layout         bench run --generator PATH.pt",
               "  torchvision AlexNet / VGG16 weights, for real LPIPS   bench run --lpips-weights DIR "
-              "(alexnet-owt-7be5be79.pth, vgg16-397923af.pth), or put them in $TORCH_HOME/hub/checkpoints"]
+              "(alexnet-owt-7be5be79.pth, vgg16-397923af.pth), or put them in $TORCH_HOME/hub/checkpoints",
+              "  an encoder trained for your generator (F/W+, IDinvert, pSp)  bench run --encoder METHOD=PATH",
+              "  P-norm+ statistics of your generator    bench zoo pnorm-stats --generator G --out F; "
+              "bench run --pnorm-stats F"]
     return "\n".join(lines)
