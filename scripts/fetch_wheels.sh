@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Download (on the build machine, which reaches PyPI) the wheels the GPU machine lacks, into .wheels/
+# (ignored by git; name it in the device tool's `carry`). The GPU image has Python 3.12, torch, pandas,
+# matplotlib, scipy, click, tqdm, safetensors, torchvision; it lacks kornia, lpips and lmdb.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p .wheels
+.venv/bin/pip download --quiet --no-deps --python-version 3.12 --only-binary=:all: \
+  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
+  -d .wheels kornia kornia-rs lmdb lpips click tqdm
+ls .wheels
