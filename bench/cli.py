@@ -172,6 +172,41 @@ def ls(what: str) -> None:
     click.echo(getattr(listing, what)())
 
 
+@main.command()
+@click.option("--config", "config_name", default="world",
+              help="world, tiny, config-f-256, config-f-1024 (random weights, for timing only).")
+@click.option("--methods", default="im2s,w,pnorm,fwplus8,fwplus16", help="Comma list of optimisation methods.")
+@click.option("--batch", type=click.IntRange(min=1), default=32, help="Batch size of the batched run.")
+@click.option("--steps", default="5,25", help="LO,HI optimiser steps; the rate is taken from their difference.")
+@click.option("--device", default="auto", help="auto, cpu, cuda.")
+def speed(config_name: str, methods: str, batch: int, steps: str, device: str) -> None:
+    """Image-steps per second of each method, batched vs one image at a time, FLOPs and memory."""
+    from bench import speed as sp
+    from bench.runner import resolve_device
+    from methods import expand_method_names
+
+    try:
+        dev = resolve_device(device)
+        lo, hi = (int(v) for v in steps.split(","))
+        if not 0 <= lo < hi:
+            raise ValueError(f"--steps {steps!r}: expected LO,HI with 0 <= LO < HI")
+        gen, perceptual, desc = sp.build_timing_setup(config_name, dev)
+        names = expand_method_names(methods)
+        click.echo(f"device: {dev}{' (' + torch_device_name(dev) + ')' if dev.type == 'cuda' else ''}; {desc}")
+        rows = [sp.time_method(n, gen, perceptual, batch, (lo, hi), dev, log=lambda m: click.echo(m, err=True))
+                for n in names]
+        click.echo(sp.format_rows(rows, sp.matmul_peak_tflops(dev)))
+    except (ValueError, OSError) as err:
+        _fail(err)
+
+
+def torch_device_name(dev) -> str:
+    """The CUDA device's name."""
+    import torch
+
+    return torch.cuda.get_device_name(dev)
+
+
 @main.group()
 def zoo() -> None:
     """The embedded world's shipped weights."""

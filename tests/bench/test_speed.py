@@ -1,0 +1,37 @@
+"""`bench speed` on the tiny configuration (CPU smoke: structure and FLOP counting, never timing values)."""
+
+import torch
+from click.testing import CliRunner
+
+from bench import speed as sp
+from bench.cli import main
+
+
+def test_speed_cli_tiny_smoke():
+    result = CliRunner().invoke(main, ["speed", "--config", "tiny", "--methods", "im2s,fwplus16", "--batch", "2",
+                                       "--steps", "1,3", "--device", "cpu"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("| im2s") or line.startswith("| fwplus16")]
+    assert len(rows) == 2
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert float(cells[2]) > 0 and float(cells[3]) > 0 and cells[4].endswith("x")
+
+
+def test_flops_per_image_step_matches_a_closed_form_count():
+    """One im2s step on the tiny generator, per image: a forward pass plus a backward pass to the activations
+    only (the generator's weights are frozen, so no weight gradients) is about 2x the forward count; the
+    counted step must lie between 1.5x and 2.5x (the loss and Adam add little)."""
+    gen, perceptual, _ = sp.build_timing_setup("tiny", torch.device("cpu"))
+    targets = gen(torch.randn(2, gen.z_dim)).clamp(-1, 1).detach()
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fwd:
+        gen.synthesis(gen.w_avg.expand(1, gen.num_ws, -1))
+    per_step = sp._flops_per_image_step("im2s", gen, perceptual, targets)
+    assert 1.5 * fwd.get_total_flops() < per_step < 2.5 * fwd.get_total_flops()
+
+
+def test_unknown_config_is_refused():
+    result = CliRunner().invoke(main, ["speed", "--config", "huge", "--device", "cpu"])
+    assert result.exit_code != 0 and "expected world or one of" in result.output
