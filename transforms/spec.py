@@ -152,6 +152,16 @@ def _expand_sweep(text: str, spec: str, part: str) -> list[float]:
     return [round(start + i * step, 10) + 0.0 for i in range(count)]
 
 
+def expand_numbers(text: str, spec: str | None = None) -> list[float]:
+    """Numbers of a comma list whose items may be sweeps: ``"-2..2/1"`` or ``"-2,0,2"`` -> floats.
+
+    Raises:
+        TransformSpecError: quoting ``spec`` (default: ``text``) for malformed numbers or sweeps.
+    """
+    spec = text if spec is None else spec
+    return [v for item in text.split(",") for v in _expand_sweep(item, spec, text)]
+
+
 def _parse_op(part: str, spec: str) -> tuple[str, list[list[float]], bool]:
     """Split ``"rotate:+-0..30/10"`` into kind, per-field value lists and the random-sign flag."""
     name, sep, args = part.partition(":")
