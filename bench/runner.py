@@ -266,6 +266,9 @@ def run(config: RunConfig, *, progress: bool = True, log: Callable[[str], None] 
     from tqdm.auto import tqdm
 
     prep = prepare(config, log)
+    # build every method (and load its encoder) before anything runs, so a missing encoder fails fast
+    methods = {name: build_method(name, method_overrides(prep.config, name, get_preset(name).default_steps),
+                                  **method_resources(get_preset(name), prep)) for name in prep.methods}
     run_dir = Path(prep.config.run_dir) if prep.config.run_dir else default_run_dir()
     store = RunStore(run_dir)
     cfg = prep.config.to_dict() | {"run_dir": str(run_dir)}
@@ -281,10 +284,7 @@ def run(config: RunConfig, *, progress: bool = True, log: Callable[[str], None] 
     done_batches = 0
     with tqdm(total=total, disable=not progress, desc="bench run", unit="item") as bar:
         for label, items, params in _work_groups(prep):
-            for name in prep.methods:
-                preset = get_preset(name)
-                method = build_method(name, method_overrides(prep.config, name, preset.default_steps),
-                                      **method_resources(preset, prep))
+            for name, method in methods.items():
                 pending = [it for it in items if not store.done(it.id, name, label)]
                 bar.update(len(items) - len(pending))
                 for k in range(0, len(pending), prep.config.batch_size):

@@ -357,3 +357,23 @@ def test_nan_reconstruction_does_not_poison_the_batch(gen_path, tmp_path, monkey
     assert (good["status"] == "ok").all() and np.isfinite(good["value"]).all()
     idx = pd.read_csv(run_dir / "samples" / "index.csv")
     assert "synthetic-000001" not in set(idx["item"])  # no sample image of a NaN reconstruction
+
+
+def test_missing_encoder_fails_before_anything_is_written(gen_path, tmp_path):
+    run_dir = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"'fwplus16' needs an encoder.*--encoder fwplus16=PATH"):
+        run(config(gen_path, run_dir, methods="im2s,fwplus16"), progress=False, log=lambda m: None)
+    assert not (run_dir / "results.csv").exists()
+
+
+def test_encoder_given_on_the_command_line_is_used(gen_path, tmp_path):
+    from bench.encoders.basecode import save_encoder
+    from methods.fwplus import BaseCodeEncoder
+
+    gen = load_generator(gen_path)
+    enc_path = tmp_path / "enc16.safetensors"
+    save_encoder(BaseCodeEncoder(gen.feature_shape(16)[0]).eval(), enc_path, 16)
+    out = run(config(gen_path, tmp_path / "run", methods="fwplus16", encoders={"fwplus16": str(enc_path)},
+                     method_params={"fwplus16": {"pnorm_weight": 0.0}}), progress=False, log=lambda m: None)
+    df = results(out)
+    assert set(df["method"]) == {"fwplus16"} and (df["status"] == "ok").all()
