@@ -53,6 +53,7 @@ class RunConfig:
         encoders: encoder files for methods that need one, e.g. ``{"fwplus16": "enc16.safetensors"}``
             (the embedded world ships its own).
         pnorm_stats: P-norm+ statistics file for the generator (``bench zoo pnorm-stats``).
+        edits: edits applied to every inversion, ``NAME_OR_FILE:STRENGTHS`` (e.g. ``smile:-2,2``).
     """
 
     methods: str = "im2s"
@@ -77,6 +78,7 @@ class RunConfig:
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     encoders: dict[str, str] = field(default_factory=dict)
     pnorm_stats: str | None = None
+    edits: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -144,7 +146,7 @@ def make_config(cli: dict[str, Any], config_file: str | Path | None = None) -> R
     if config_file is not None:
         merged.update(load_config_file(config_file))
     merged.update({k: v for k, v in cli.items() if v is not None and v != ()})
-    for key in ("transforms", "metrics"):
+    for key in ("transforms", "metrics", "edits"):
         if key in merged and isinstance(merged[key], str):
             merged[key] = (merged[key],)
         if key in merged:

@@ -14,7 +14,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,6 +23,7 @@ from bench.config import RunConfig, method_overrides, resolve
 from bench.data import Item, open_source
 from bench.data.images import save_image
 from bench.data.sets import safe_name
+from bench.editing import edit_jobs, edit_scores, metric_entries
 from bench.generators.checkpoints import load_generator
 from bench.metrics import DEFAULT_METRICS, MASKED_SUFFIX, Metric, build_metrics
 from bench.perceptual import PERCEPTUAL_CHOICES, lpips_weight_files, resolve_perceptual
@@ -106,6 +107,9 @@ class Prepared:
     perceptual: object | None
     metrics: list[Metric]
     descriptions: dict[str, str]
+    edits: list = field(default_factory=list)
+    attribute_net: torch.nn.Module | None = None
+    attributes: tuple[str, ...] = ()
 
 
 def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Prepared:
@@ -135,7 +139,16 @@ def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Prepared:
                             lpips_weights=lpips_weight_files(config.lpips_weights))
     descriptions = {"generator": generator.description, "data": f"{data_spec}: {source.description}",
                     "perceptual": perceptual_text}
-    return Prepared(config, device, generator, items, specs, methods, perceptual, metrics, descriptions)
+    prep = Prepared(config, device, generator, items, specs, methods, perceptual, metrics, descriptions)
+    if config.edits:
+        prep.edits = edit_jobs(config.edits, generator)
+        if world:
+            from bench.world.perceptual import load_attribute_net
+            from bench.world.procfaces import ATTRIBUTES
+
+            prep.attribute_net, _ = load_attribute_net(device)
+            prep.attributes = ATTRIBUTES
+    return prep
 
 
 def metric_table(metrics: Sequence[Metric]) -> dict[str, dict]:
@@ -210,6 +223,12 @@ def run_batch(prep: Prepared, store: RunStore, method: Method, spec_label: str, 
     # failed items are scored on a finite stand-in (their values are then recorded as NaN), so that a
     # NaN reconstruction cannot make the metrics reject the whole batch
     scores = score(prep.metrics, torch.where(ok[:, None, None, None], inv.images, targets), targets, masks)
+    edited = {}
+    if prep.edits:
+        latents = torch.stack([it.latent for it in batch]) if all(it.latent is not None for it in batch) else None
+        edit_sc, edited = edit_scores(method, inv, prep.generator, prep.edits, prep.metrics, latents, params, masks,
+                                      ok, prep.attribute_net, prep.attributes)
+        scores.update(edit_sc)
     rows, samples = [], []
     for i, (it, seed) in enumerate(zip(batch, seeds, strict=True)):
         status = "ok" if failed[i] is None else f"failed: {failed[i]}"
@@ -220,7 +239,8 @@ def run_batch(prep: Prepared, store: RunStore, method: Method, spec_label: str, 
         if prep.config.save_latents:
             store.save_latents(method.name, safe_name(spec_label), it.id, {k: v[i] for k, v in inv.latents.items()})
         if it.id in sample_ids and status == "ok":
-            samples += _save_samples(store, it.id, spec_label, method.name, targets[i], inv.images[i])
+            extra = [(f"{method.name} {label}", img[i]) for label, img in edited.items()]
+            samples += _save_samples(store, it.id, spec_label, method.name, targets[i], inv.images[i], extra)
     param_rows = [{"item": it.id, "transform": spec_label, "params": json.dumps(p)}
                   for it, p in zip(batch, param_dicts, strict=True)]
     timing = {"method": method.name, "transform": spec_label, "items": len(batch), "seconds": round(seconds, 4)}
@@ -235,10 +255,10 @@ def _failures(inv) -> list[str | None]:
 
 
 def _save_samples(store: RunStore, item: str, label: str, method: str, target: torch.Tensor,
-                  recon: torch.Tensor) -> list[dict[str, str]]:
+                  recon: torch.Tensor, extra: list[tuple[str, torch.Tensor]] = ()) -> list[dict[str, str]]:
     folder = safe_name(label)
     rows = []
-    for kind, img in (("input", target), (method, recon)):
+    for kind, img in (("input", target), (method, recon), *extra):
         rel = f"{folder}/{safe_name(item)}__{safe_name(kind)}.png"
         path = store.dir / "samples" / rel
         if kind == "input" and path.exists():
@@ -275,7 +295,8 @@ def run(config: RunConfig, *, progress: bool = True, log: Callable[[str], None] 
     store.check_config(cfg)
     store.write_json("config.json", cfg)
     store.write_json("versions.json", versions(prep.device, **prep.descriptions))
-    store.write_json("metrics.json", metric_table(prep.metrics))
+    store.write_json("metrics.json", metric_table(prep.metrics)
+                     | metric_entries(prep.edits, prep.metrics, prep.attribute_net is not None))
     for note in _notes(prep):
         log(note)
     sample_ids = {it.id for it in prep.items[: prep.config.max_samples]}
