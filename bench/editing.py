@@ -112,3 +112,38 @@ def edit_scores(method: Method, inv: Inversion, generator, jobs: Sequence[EditJo
                 scores[metric_name(job, "attr-gain")] = (delta[:, a] * (1 if job.strength > 0 else -1)).cpu()
                 scores[metric_name(job, "attr-drift")] = others.abs().mean(dim=1).cpu()
     return scores, images
+
+
+def consistency_entries(jobs: Sequence[EditJob], metrics: Sequence[Metric]) -> dict[str, dict]:
+    """metrics.json entries of the consistency metric (edit of T(x) vs T(edit of x))."""
+    out = {}
+    for job in jobs:
+        for m in metrics:
+            for suffix, where in (("", ""), (MASKED_SUFFIX, "; valid region only")):
+                out[metric_name(job, "consistency-" + m.info.name + suffix)] = {
+                    "higher_is_better": m.info.higher_is_better, "range": list(m.info.value_range),
+                    "available": m.available, "reason": m.reason,
+                    "description": f"edit {job.label} of the transformed image vs the transformed edit of the "
+                                   f"aligned image (same method): {m.info.description}{where}"}
+    return out
+
+
+def consistency_scores(method: Method, generator, jobs: Sequence[EditJob], metrics: Sequence[Metric],
+                       aligned: Inversion, params: list[TransformParams], edited: dict[str, torch.Tensor],
+                       mask: torch.Tensor, ok: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Consistency per job: the method's edit of T(x) against T(the method's edit of the aligned x).
+
+    ``aligned`` holds the same method's latents for the aligned images (from the run's identity pass);
+    ``edited`` the edits of the transformed images from :func:`edit_scores`.
+    """
+    scores = {}
+    with torch.no_grad():
+        for job in jobs:
+            reference = apply_transform(method.edit(aligned, generator, job.direction, job.strength).clamp(-1, 1),
+                                        params).image
+            ours = torch.where(ok[:, None, None, None], edited[job.label], reference)
+            for m in (m for m in metrics if m.available):
+                scores[metric_name(job, "consistency-" + m.info.name)] = m(ours, reference).float().cpu()
+                scores[metric_name(job, "consistency-" + m.info.name + MASKED_SUFFIX)] = \
+                    m(ours, reference, mask=mask).float().cpu()
+    return scores

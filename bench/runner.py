@@ -23,14 +23,14 @@ from bench.config import RunConfig, method_overrides, resolve
 from bench.data import Item, open_source
 from bench.data.images import save_image
 from bench.data.sets import safe_name
-from bench.editing import edit_jobs, edit_scores, metric_entries
+from bench.editing import consistency_entries, consistency_scores, edit_jobs, edit_scores, metric_entries
 from bench.generators.checkpoints import load_generator
 from bench.metrics import DEFAULT_METRICS, MASKED_SUFFIX, Metric, build_metrics
 from bench.perceptual import PERCEPTUAL_CHOICES, lpips_weight_files, resolve_perceptual
 from bench.results import RunStore, versions
 from bench.world.defaults import default_data_spec, default_generator
 from bench.world.perceptual import NAME as WORLD_METRIC
-from methods import Method, build_method, expand_method_names, get_preset
+from methods import Inversion, Method, build_method, expand_method_names, get_preset
 from transforms import (
     FILL_MODES,
     REFERENCE_RESOLUTION,
@@ -229,6 +229,10 @@ def run_batch(prep: Prepared, store: RunStore, method: Method, spec_label: str, 
         edit_sc, edited = edit_scores(method, inv, prep.generator, prep.edits, prep.metrics, latents, params, masks,
                                       ok, prep.attribute_net, prep.attributes)
         scores.update(edit_sc)
+        aligned = _aligned_inversion(prep, store, method, batch) if params is not None else None
+        if aligned is not None and spec_label != prep.specs[0].label:
+            scores.update(consistency_scores(method, prep.generator, prep.edits, prep.metrics, aligned, params,
+                                             edited, masks, ok))
     rows, samples = [], []
     for i, (it, seed) in enumerate(zip(batch, seeds, strict=True)):
         status = "ok" if failed[i] is None else f"failed: {failed[i]}"
@@ -252,6 +256,23 @@ def _failures(inv) -> list[str | None]:
     finite = torch.isfinite(inv.images).flatten(1).all(1).tolist()
     return [f if f is not None or fin else "non-finite reconstruction"
             for f, fin in zip(inv.failed, finite, strict=True)]
+
+
+def _aligned_inversion(prep: Prepared, store: RunStore, method: Method, batch: list[Item]):
+    """The method's latents for the aligned items, read back from the run's identity pass (or None).
+
+    They come from the saved latents, so a resumed run scores consistency exactly as an uninterrupted one.
+    """
+    first = prep.specs[0] if prep.specs else None
+    if first is None or not first.is_identity or not prep.config.save_latents:
+        return None
+    folder = store.dir / "latents" / method.name / safe_name(first.label)
+    paths = [folder / f"{safe_name(it.id)}.pt" for it in batch]
+    if not all(p.is_file() for p in paths):
+        return None
+    loaded = [torch.load(p, map_location=prep.device, weights_only=True) for p in paths]
+    latents = {k: torch.stack([d[k] for d in loaded]) for k in loaded[0]}
+    return Inversion(method.name, latents, torch.empty(0), torch.zeros(len(batch)), (None,) * len(batch))
 
 
 def _save_samples(store: RunStore, item: str, label: str, method: str, target: torch.Tensor,
@@ -296,7 +317,8 @@ def run(config: RunConfig, *, progress: bool = True, log: Callable[[str], None] 
     store.write_json("config.json", cfg)
     store.write_json("versions.json", versions(prep.device, **prep.descriptions))
     store.write_json("metrics.json", metric_table(prep.metrics)
-                     | metric_entries(prep.edits, prep.metrics, prep.attribute_net is not None))
+                     | metric_entries(prep.edits, prep.metrics, prep.attribute_net is not None)
+                     | consistency_entries(prep.edits, prep.metrics))
     for note in _notes(prep):
         log(note)
     sample_ids = {it.id for it in prep.items[: prep.config.max_samples]}

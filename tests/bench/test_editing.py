@@ -46,10 +46,12 @@ def test_run_with_edits_records_and_declares_edit_metrics(tiny_generator_path, t
     out = run(cfg, progress=False, log=lambda m: None)
     df = pd.read_csv(out / "results.csv")
     declared = json.loads((out / "metrics.json").read_text())
-    edit_rows = df[df["metric"].str.startswith("edit[d:+2]/")]
+    edit_rows = df[df["metric"].str.startswith("edit[d:+2]/") & ~df["metric"].str.contains("consistency")]
     assert set(edit_rows["metric"]) == {"edit[d:+2]/" + m for m in ("mse", "psnr", "ssim", "mse@valid",
                                                                      "psnr@valid", "ssim@valid")}
     assert len(edit_rows) == 2 * 2 * 6  # items x transforms (identity, rotate:20) x metrics
+    consistency = df[df["metric"].str.contains("consistency")]
+    assert len(consistency) == 2 * 1 * 6 and set(consistency["transform"]) == {"rotate:20"}
     assert set(df["metric"]) <= set(declared)
     index = pd.read_csv(out / "samples" / "index.csv")
     assert "im2s d:+2" in set(index["kind"])
@@ -64,3 +66,42 @@ def test_world_attribute_metrics(tmp_path):
     drift = df[df["metric"] == "edit[smile:+2]/attr-drift"]["value"]
     assert len(gain) == 2 and len(drift) == 2
     assert gain.mean() > drift.mean()  # the smile direction changes smile more than the rest
+
+
+def test_consistency_is_perfect_for_a_transform_that_moves_nothing(tiny_generator_path, tmp_path, monkeypatch):
+    """translate:0,0 is not the identity pass but its warp is exact: im2s (deterministic) inverts and edits
+    the same image, so its edit must equal the (un)transformed edit of the aligned image."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    d = _direction_file(tmp_path, 32)
+    cfg = RunConfig(methods="im2s", transforms=("translate:0,0", "rotate:20"), generator=str(tiny_generator_path),
+                    data="synthetic:2", n=2, steps=3, perceptual="none", device="cpu", metrics=("psnr",),
+                    run_dir=str(tmp_path / "run"), edits=(f"{d}:2",))
+    out = run(cfg, progress=False, log=lambda m: None)
+    df = pd.read_csv(out / "results.csv")
+    cons = df[df["metric"] == "edit[d:+2]/consistency-psnr"]
+    assert set(cons["transform"]) == {"translate:0,0", "rotate:20"}  # none for the identity pass itself
+    still = cons[cons["transform"] == "translate:0,0"]["value"]
+    moved = cons[cons["transform"] == "rotate:20"]["value"]
+    assert (still > 99.9).all()
+    assert (moved < 60).all()
+    declared = json.loads((out / "metrics.json").read_text())
+    assert set(df["metric"]) <= set(declared)
+
+
+def test_resumed_run_with_edits_gives_the_same_table(tiny_generator_path, tmp_path, monkeypatch):
+    import pytest
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    d = _direction_file(tmp_path, 32)
+    base = dict(methods="im2s", transforms=("rotate:20",), generator=str(tiny_generator_path), data="synthetic:3",
+                n=3, steps=3, perceptual="none", device="cpu", metrics=("psnr",), batch_size=2, edits=(f"{d}:2",))
+    full = run(RunConfig(**base, run_dir=str(tmp_path / "full")), progress=False, log=lambda m: None)
+    with pytest.raises(KeyboardInterrupt):
+        run(RunConfig(**base, run_dir=str(tmp_path / "cut")), progress=False, log=lambda m: None,
+            _stop_after_batches=3)
+    cut = run(RunConfig(**base, run_dir=str(tmp_path / "cut")), progress=False, log=lambda m: None)
+    key = ["item", "method", "transform", "metric"]
+    a = pd.read_csv(full / "results.csv").sort_values(key).reset_index(drop=True)
+    b = pd.read_csv(cut / "results.csv").sort_values(key).reset_index(drop=True)
+    assert a[key].equals(b[key])
+    assert np.allclose(a["value"], b["value"], atol=1e-4)
