@@ -72,10 +72,12 @@ def _methods(run_dir: Path, index: pd.DataFrame) -> list[str]:
 
 
 def _save(fig: Figure, out_path: str | Path, dpi: float, **kwargs: object) -> Path:
-    def write(tmp: Path) -> None:
-        fig.savefig(tmp, dpi=dpi, format="png", facecolor="white", **kwargs)
+    """Write the figure as PNG at ``out_path`` and as a PDF twin beside it (for papers); returns the PNG."""
+    def writer(fmt: str):
+        return lambda tmp: fig.savefig(tmp, dpi=dpi, format=fmt, facecolor="white", **kwargs)
 
-    return write_atomic(out_path, write)
+    write_atomic(Path(out_path).with_suffix(".pdf"), writer("pdf"))
+    return write_atomic(out_path, writer("png"))
 
 
 def _draw_cell(fig: Figure, rect: list[float], cell: np.ndarray | str, dpi: int) -> None:
@@ -195,3 +197,32 @@ def metric_curve(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=FONT_PT, frameon=False)
     return _save(fig, out_path, 100, bbox_inches="tight")
+
+
+def transform_figure(run_dir: str | Path, out_path: str | Path, item: str | None = None) -> Path:
+    """One row: the same item under every transform of the run (its ``input`` samples), titled by label.
+
+    Args:
+        run_dir: A run directory with samples.
+        out_path: PNG path (a PDF twin is written beside it).
+        item: Which item to show (default: the first item that has an input sample).
+    """
+    run_dir = check_run_dir(run_dir)
+    index = read_sample_index(run_dir)
+    inputs = index[index["kind"] == "input"]
+    if inputs.empty:
+        raise ValueError(f"{run_dir}: no input samples to draw the transform figure from")
+    item = item if item is not None else inputs["item"].iloc[0]
+    rows = inputs[inputs["item"] == item]
+    labels = list(pd.unique(rows["transform"]))
+    cells = [_load_rgb(sample_path(run_dir, rows[rows["transform"] == t]["path"].iloc[0])) for t in labels]
+    res = next((c.shape[0] for c in cells if not isinstance(c, str)), 64)
+    dpi = cell_dpi(res)
+    width, height = float(len(labels)), 1.3
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    for k, (label, cell) in enumerate(zip(labels, cells, strict=True)):
+        _draw_cell(fig, [k / width, 0.0, 1.0 / width, 1.0 / height], cell, dpi)
+        text, size = _fit(label, 1.0)
+        fig.text((k + 0.5) / width, 1.0 - 0.15 / height, text, ha="center", va="center", fontsize=size)
+    return _save(fig, out_path, dpi)

@@ -395,6 +395,12 @@ def write_report(run_dirs: Sequence[str | Path] | str | Path, out_dir: str | Pat
     summary = summary_table(df)
     paths = {"table.csv": write_csv(summary, out / "table.csv")}
     paths.update(_write_figures(dirs, names, out))
+    for run_dir, name in zip(dirs, names, strict=True):
+        file_name = "transforms.png" if len(dirs) == 1 else f"transforms_{figures.safe_label(name)}.png"
+        try:
+            paths[file_name] = figures.transform_figure(run_dir, out / file_name)
+        except ValueError:
+            pass  # a run without samples has no transform figure
     tabled, _ = _plan(summary, info)
     for metric in tabled:
         file_name = f"curve_{figures.safe_label(metric.name)}.png"

@@ -1,0 +1,24 @@
+from PIL import Image
+
+from bench.config import RunConfig
+from bench.runner import run
+from reports import write_report
+from reports.figures import cell_dpi, transform_figure
+
+
+def test_transform_figure_and_pdf_twins(tiny_generator_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    cfg = RunConfig(methods="im2s", transforms=("rotate:20", "scale:0.75"), generator=str(tiny_generator_path),
+                    data="synthetic:2", n=2, steps=2, perceptual="none", device="cpu", metrics=("psnr",),
+                    run_dir=str(tmp_path / "run"))
+    out = run(cfg, progress=False, log=lambda m: None)
+    png = transform_figure(out, tmp_path / "t.png")
+    with Image.open(png) as im:
+        # one 1-inch cell per transform (identity, rotate:20, scale:0.75) at the cell dpi
+        assert abs(im.size[0] - 3 * cell_dpi(32)) <= 2
+    assert (tmp_path / "t.pdf").read_bytes().startswith(b"%PDF")
+    paths = write_report([out], tmp_path / "report")
+    assert "transforms.png" in paths
+    for name in paths:
+        if name.endswith(".png"):
+            assert (tmp_path / "report" / name).with_suffix(".pdf").is_file()
