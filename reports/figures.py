@@ -226,3 +226,64 @@ def transform_figure(run_dir: str | Path, out_path: str | Path, item: str | None
         text, size = _fit(label, 1.0)
         fig.text((k + 0.5) / width, 1.0 - 0.15 / height, text, ha="center", va="center", fontsize=size)
     return _save(fig, out_path, dpi)
+
+
+def transform_magnitudes(run_dir: str | Path) -> dict[str, tuple[str, float]]:
+    """Transform label -> (family, mean magnitude) from ``transforms.csv``.
+
+    Families: ``rotation`` (mean |angle|, degrees), ``translation`` (mean shift, pixels), ``scale`` (the
+    factor); the identity belongs to every family (0, 0 and 1). Compositions are left out.
+    """
+    import json
+
+    path = check_run_dir(run_dir) / "transforms.csv"
+    if not path.is_file():
+        return {}
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    out: dict[str, tuple[str, float]] = {}
+    for label, part in df.groupby("transform", sort=False):
+        p = [json.loads(v) for v in part["params"]]
+        angle = float(np.mean([abs(q.get("angle", 0.0)) for q in p]))
+        shift = float(np.mean([math.hypot(*q.get("translation", (0.0, 0.0))) for q in p]))
+        scale = float(np.mean([q.get("scale", 1.0) for q in p]))
+        moved = [angle > 1e-6, shift > 1e-6, abs(scale - 1) > 1e-6]
+        if not any(moved):
+            out[label] = ("identity", 0.0)
+        elif sum(moved) == 1:
+            out[label] = [("rotation", angle), ("translation", shift), ("scale", scale)][moved.index(True)]
+    return out
+
+
+def family_curves(summary: pd.DataFrame, magnitudes: dict[str, tuple[str, float]], metric: str,
+                  out_path: str | Path, higher_is_better: bool | None = None) -> Path | None:
+    """Metric against transform magnitude, one panel per family, one line per method with a ±std band.
+
+    Returns None when the run has no single-family transform.
+    """
+    rows = summary[summary["metric"].astype(str) == metric]
+    families = [f for f in ("translation", "rotation", "scale") if any(v[0] == f for v in magnitudes.values())]
+    if rows.empty or not families:
+        return None
+    units = {"translation": "shift (px)", "rotation": "|angle| (deg)", "scale": "scale factor"}
+    fig = Figure(figsize=(3.2 * len(families), 3.0))
+    FigureCanvasAgg(fig)
+    arrow = "" if higher_is_better is None else (" ↑" if higher_is_better else " ↓")
+    for k, family in enumerate(families):
+        ax = fig.add_subplot(1, len(families), k + 1)
+        for method, part in rows.groupby(rows["method"].astype(str), sort=False):
+            pts = []
+            for _, r in part.iterrows():
+                fam, mag = magnitudes.get(str(r["transform"]), (None, None))
+                if fam == family or fam == "identity":
+                    pts.append((1.0 if fam == "identity" and family == "scale" else mag, r["mean"], r["std"]))
+            if not pts:
+                continue
+            x, m, s = (np.array(v, dtype=float) for v in zip(*sorted(pts), strict=True))
+            s = np.nan_to_num(s)
+            ax.plot(x, m, marker="o", label=method)
+            ax.fill_between(x, m - s, m + s, alpha=0.2)
+        ax.set_xlabel(units[family])
+        ax.set_ylabel(metric + arrow if k == 0 else "")
+        ax.grid(alpha=0.3)
+    fig.axes[0].legend(fontsize=FONT_PT, frameon=False)
+    return _save(fig, out_path, 100, bbox_inches="tight")

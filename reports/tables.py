@@ -405,6 +405,15 @@ def write_report(run_dirs: Sequence[str | Path] | str | Path, out_dir: str | Pat
     for metric in tabled:
         file_name = f"curve_{figures.safe_label(metric.name)}.png"
         paths[file_name] = figures.metric_curve(summary, metric.name, out / file_name, metric.higher_is_better)
+    if len(dirs) == 1:
+        magnitudes = figures.transform_magnitudes(dirs[0])
+        for metric in tabled:
+            if "@" in metric.name or metric.name.startswith("edit["):
+                continue
+            file_name = f"family_{figures.safe_label(metric.name)}.png"
+            written = figures.family_curves(summary, magnitudes, metric.name, out / file_name, metric.higher_is_better)
+            if written is not None:
+                paths[file_name] = written
     figure_md = "".join(f"![{k}]({k})\n\n" for k in paths if k.endswith(".png"))
     md = (
         "# Benchmark report\n\n"

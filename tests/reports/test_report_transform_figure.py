@@ -22,3 +22,24 @@ def test_transform_figure_and_pdf_twins(tiny_generator_path, tmp_path, monkeypat
     for name in paths:
         if name.endswith(".png"):
             assert (tmp_path / "report" / name).with_suffix(".pdf").is_file()
+
+
+def test_family_curves_use_magnitudes_from_transforms_csv(tiny_generator_path, tmp_path, monkeypatch):
+    from reports.figures import family_curves, transform_magnitudes
+    from reports.tables import load_results, summary_table
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    cfg = RunConfig(methods="im2s", transforms=("rotate:+-10", "rotate:20", "translate:3", "scale:0.75",
+                                                "rotate:10+scale:1.1"),
+                    generator=str(tiny_generator_path), data="synthetic:2", n=2, steps=1, perceptual="none",
+                    device="cpu", metrics=("psnr",), run_dir=str(tmp_path / "run"))
+    out = run(cfg, progress=False, log=lambda m: None)
+    mags = transform_magnitudes(out)
+    assert mags["identity"] == ("identity", 0.0)
+    assert mags["rotate:+-10"] == ("rotation", 10.0) and mags["rotate:20"] == ("rotation", 20.0)
+    assert mags["translate:3"][0] == "translation" and abs(mags["translate:3"][1] - 3.0) < 1e-6
+    assert mags["scale:0.75"] == ("scale", 0.75)
+    assert "rotate:10+scale:1.1" not in mags  # compositions belong to no single family
+    summary = summary_table(load_results([out]))
+    png = family_curves(summary, mags, "psnr", tmp_path / "f.png", True)
+    assert png is not None and png.is_file() and (tmp_path / "f.pdf").is_file()
