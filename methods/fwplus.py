@@ -32,7 +32,7 @@ from methods.base import (
     register_alias,
     register_preset,
 )
-from methods.optim import failure_reasons, perceptual_note, reconstruction_loss, run_adam
+from methods.optim import failure_reasons, mean_latent_wp, perceptual_note, reconstruction_loss, run_adam
 from methods.pnorm import pnorm_stats_for
 
 
@@ -109,8 +109,7 @@ class FWPlus(Method):
         p, res = self.params, self.params.base_res
         f0 = self._encode(targets)
         f = f0.clone().requires_grad_(True)
-        wp = generator.w_avg.detach().clone()[None, None].repeat(targets.shape[0], generator.num_ws, 1)
-        wp.requires_grad_(True)
+        wp = mean_latent_wp(generator, targets.shape[0])
         stats = pnorm_stats_for(generator) if p.pnorm_weight else None
 
         def loss_fn(step: int) -> torch.Tensor:

@@ -39,6 +39,11 @@ def perceptual_note(perceptual: PerceptualLike | None, weight: float) -> str:
     return perceptual.name
 
 
+def mean_latent_wp(generator, n: int) -> torch.Tensor:
+    """A fresh W+ code (n, num_ws, w_dim) filled with the generator's mean latent, ready to optimise."""
+    return generator.w_avg.detach().clone()[None, None].repeat(n, generator.num_ws, 1).requires_grad_(True)
+
+
 def stylegan_lr(step: int, total: int, base: float, rampup: float = 0.05, rampdown: float = 0.25) -> float:
     """StyleGAN2 projector schedule: linear ramp-up over ``rampup``, cosine ramp-down over ``rampdown``."""
     t = step / max(total, 1)

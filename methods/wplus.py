@@ -25,7 +25,7 @@ from methods.base import (
     check_targets,
     register_preset,
 )
-from methods.optim import failure_reasons, perceptual_note, reconstruction_loss, run_adam
+from methods.optim import failure_reasons, mean_latent_wp, perceptual_note, reconstruction_loss, run_adam
 from methods.pnorm import pnorm_stats_for
 
 
@@ -48,8 +48,7 @@ class WPlusOptimization(Method):
         """Invert targets (N, 3, R, R) in [-1, 1]; deterministic (seeds are not needed)."""
         check_targets(targets, generator.resolution)
         p = self.params
-        wp = generator.w_avg.detach().clone()[None, None].repeat(targets.shape[0], generator.num_ws, 1)
-        wp.requires_grad_(True)
+        wp = mean_latent_wp(generator, targets.shape[0])
 
         stats = pnorm_stats_for(generator) if p.pnorm_weight else None
 

@@ -12,12 +12,11 @@ import lmdb
 from bench.data.images import ImageLoadError, decode_image, list_image_files
 from bench.data.sources import (
     ErrorHandler,
-    FolderSource,
     Item,
     Source,
     _subset_positions,
+    folder_subset,
     item_seed,
-    select_subset,
 )
 
 __all__ = ["LmdbSource", "celebahq_factory", "lsun_factory"]
@@ -70,15 +69,8 @@ def celebahq_factory(
     if "split" in options:
         files = _apply_split(files, Path(options["split"]).expanduser(), on_error)
         where = f"{path} (split {options['split']})"
-    keep = select_subset(list(files), n, seed, on_error, f"celebahq:{arg}")
-    return FolderSource(
-        "celebahq",
-        {k: files[k] for k in keep},
-        resolution=resolution,
-        seed=seed,
-        on_error=on_error,
-        where=where,
-    )
+    return folder_subset("celebahq", files, f"celebahq:{arg}", resolution=resolution, n=n, seed=seed,
+                         on_error=on_error, where=where)
 
 
 def _open_lmdb(path: Path) -> lmdb.Environment:
@@ -142,16 +134,8 @@ def lsun_factory(
     if not path.exists():
         raise ValueError(f"lsun: path {arg!r} does not exist")
     if path.is_dir() and not (path / "data.mdb").is_file():
-        files = list_image_files(path, "lsun")
-        keep = select_subset(list(files), n, seed, on_error, f"lsun:{arg}")
-        return FolderSource(
-            "lsun",
-            {k: files[k] for k in keep},
-            resolution=resolution,
-            seed=seed,
-            on_error=on_error,
-            where=arg,
-        )
+        return folder_subset("lsun", list_image_files(path, "lsun"), f"lsun:{arg}", resolution=resolution, n=n,
+                             seed=seed, on_error=on_error, where=arg)
     env = _open_lmdb(path)
     try:
         with env.begin() as txn:

@@ -303,14 +303,19 @@ class FolderSource(Source):
         return Item(id=item_id, image=image, seed=item_seed(self.seed, item_id), meta={"path": str(path)})
 
 
+def folder_subset(kind: str, files: dict[str, Path], spec: str, *, resolution: int, n: int | None, seed: int,
+                  on_error: ErrorHandler, where: str) -> FolderSource:
+    """A ``FolderSource`` over a seeded subset of ``files`` (shared by folder, celebahq and lsun-as-folder)."""
+    keep = select_subset(list(files), n, seed, on_error, spec)
+    return FolderSource(kind, {k: files[k] for k in keep}, resolution=resolution, seed=seed, on_error=on_error,
+                        where=where)
+
+
 def _folder_factory(
     arg: str, *, resolution: int, n: int | None, seed: int, generator: Any, on_error: ErrorHandler
 ) -> Source:
-    files = list_image_files(arg, "folder")
-    keep = select_subset(list(files), n, seed, on_error, f"folder:{arg}")
-    return FolderSource(
-        "folder", {k: files[k] for k in keep}, resolution=resolution, seed=seed, on_error=on_error, where=arg
-    )
+    return folder_subset("folder", list_image_files(arg, "folder"), f"folder:{arg}", resolution=resolution, n=n,
+                         seed=seed, on_error=on_error, where=arg)
 
 
 def _lazy_factory(module: str, attr: str) -> SourceFactory:
