@@ -54,7 +54,7 @@ def main() -> None:
               "default: shipped for the embedded world, else computed on first use (1M samples).")
 @click.option("--edit", "edits", multiple=True, metavar="NAME_OR_FILE:STRENGTHS",
               help="Edit every inversion, repeatable: a world attribute or an InterFaceGAN .npy/.pt direction, "
-                   "e.g. smile:-2,2 or age:-2..2/1.")
+                   "e.g. smile:-2,2 or age:-2..2/5 (5 strengths from -2 to 2).")
 @click.option("--max-samples", type=click.IntRange(min=0), default=None,
               help=f"Sample images kept per transform for the figures.  [default: {DEFAULTS.max_samples}]")
 @click.option("--save-latents/--no-save-latents", default=None, help="Keep each item's latent codes. [default: yes]")

@@ -9,13 +9,16 @@ per-layer (num_ws, w_dim) tensor. Sources:
 - ``.pt`` files (encoder4editing's directions: (1, w_dim) or (1, num_ws, w_dim)), read with
   ``weights_only=True``.
 
-Edit specs read ``NAME_OR_FILE:STRENGTHS`` with strengths as a comma list or sweep, e.g. ``age:-2..2/1``.
+Edit specs read ``NAME_OR_FILE:STRENGTHS``; strengths are a comma list (``age:-3,3``) or evenly spaced
+values with both ends included, ``START..STOP/COUNT`` (``age:-2..2/5`` = -2, -1, 0, 1, 2). Unlike transform
+sweeps, whose ``/`` gives a step (``rotate:0..30/10``), an edit sweep names how many strengths to apply.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +26,11 @@ import numpy as np
 import torch
 
 from methods import EditDirection
-from transforms.spec import TransformSpecError, expand_numbers
+from transforms.spec import format_number
 
-EDIT_GRAMMAR = "NAME_OR_FILE:STRENGTHS, e.g. smile:-2..2/1, age:-3,3 or boundaries/age_w.npy:-2,2"
+EDIT_GRAMMAR = ("NAME_OR_FILE:STRENGTHS, strengths as a list or START..STOP/COUNT, e.g. age:-2..2/5 "
+                "(= -2,-1,0,1,2), smile:-3,3 or boundaries/age_w.npy:-2,2")
+MAX_STRENGTHS = 21
 
 
 @dataclass(frozen=True)
@@ -41,11 +46,49 @@ def parse_edit_spec(text: str) -> EditSpec:
     name, sep, values = text.rpartition(":")
     if not sep or not name.strip() or not values.strip():
         raise ValueError(f"--edit {text!r}: expected {EDIT_GRAMMAR}")
+    strengths: list[float] = []
+    for item in values.split(","):
+        strengths += _strengths(item, text)
+    if len(strengths) > MAX_STRENGTHS:
+        raise ValueError(f"--edit {text!r}: {len(strengths)} strengths, more than {MAX_STRENGTHS}")
+    return EditSpec(name.strip(), tuple(strengths))
+
+
+def _strengths(item: str, text: str) -> list[float]:
+    """One comma item: a number, or ``START..STOP/COUNT`` -> COUNT evenly spaced values, ends included."""
+    def bad(why: str) -> ValueError:
+        return ValueError(f"--edit {text!r}: {why}; expected {EDIT_GRAMMAR}")
+
+    def number(part: str) -> float:
+        try:
+            value = float(part)
+        except ValueError:
+            raise bad(f"{part.strip()!r} is not a number") from None
+        if not math.isfinite(value):
+            raise bad(f"{part.strip()!r} is not a finite number")
+        return value
+
+    if ".." not in item:
+        return [number(item)]
+    start_s, _, rest = item.partition("..")
+    stop_s, slash, count_s = rest.partition("/")
+    if not slash:
+        raise bad(f"sweep {item.strip()!r} needs a count: START..STOP/COUNT")
+    start, stop = number(start_s), number(stop_s)
     try:
-        strengths = tuple(expand_numbers(values))
-    except TransformSpecError as err:
-        raise ValueError(f"--edit {text!r}: bad strengths ({err}); expected {EDIT_GRAMMAR}") from err
-    return EditSpec(name.strip(), strengths)
+        count = int(count_s.strip())
+    except ValueError:
+        raise bad(f"the count of {item.strip()!r} must be a whole number, got {count_s.strip()!r}") from None
+    if count < 2 or stop <= start:
+        raise bad(f"sweep {item.strip()!r} needs STOP > START and a count of at least 2")
+    if count > MAX_STRENGTHS:
+        raise bad(f"sweep {item.strip()!r} has {count} values, more than {MAX_STRENGTHS}")
+    return [round(start + (stop - start) * i / (count - 1), 10) + 0.0 for i in range(count)]
+
+
+def format_strengths(strengths: tuple[float, ...]) -> str:
+    """``(-2.0, 0.0, 2.0)`` -> ``"-2, 0, 2"`` for the run header."""
+    return ", ".join(format_number(v) for v in strengths)
 
 
 def world_directions() -> dict[str, EditDirection]:

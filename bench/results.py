@@ -11,8 +11,10 @@ Layout (read by ``reports``, which never touches the models)::
     RUN_DIR/latents/METHOD/TRANSFORM/ITEM.pt   (ITEM made file-name safe)
     RUN_DIR/samples/index.csv  item, transform, kind, path   (+ the PNGs)
 
-Every table is rewritten atomically (temporary file, then rename) after each finished batch, so a killed
-run loses at most the batch in flight, and :meth:`RunStore.done` tells a resumed run what to skip.
+Every table is flushed after each finished batch, so a killed run loses at most the batch in flight, and
+:meth:`RunStore.done` tells a resumed run what to skip. ``results.csv`` only grows, so its new rows are
+appended (and synced); a line left half-written by a kill is cut off when the run resumes. The small keyed
+tables are rewritten atomically (temporary file, then rename).
 """
 
 from __future__ import annotations
@@ -46,11 +48,13 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _csv_text(columns: tuple[str, ...], rows: Iterable[dict[str, Any]]) -> str:
+def _csv_text(columns: tuple[str, ...], rows: Iterable[dict[str, Any]], header: bool = True) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
+    if header:
+        writer.writeheader()
+    # one line per row (a failure message could hold a newline), so a torn append is one partial line
+    writer.writerows({k: v.replace("\n", " ") if isinstance(v, str) else v for k, v in r.items()} for r in rows)
     return buf.getvalue()
 
 
@@ -75,13 +79,45 @@ class _Table:
         atomic_write_text(self.path, _csv_text(self.columns, self.rows))
 
 
+class _AppendTable(_Table):
+    """A CSV table that only grows: a flush appends the rows added since the last one and syncs the file.
+
+    Rewriting a large results table after every batch would cost time quadratic in the run's length.
+    """
+
+    def __init__(self, path: Path, columns: tuple[str, ...]) -> None:
+        _cut_partial_line(path)
+        super().__init__(path, columns)
+        self._written = len(self.rows)
+
+    def flush(self) -> None:
+        if not self.path.is_file():
+            atomic_write_text(self.path, _csv_text(self.columns, self.rows))
+        else:
+            with self.path.open("a", newline="") as fh:
+                fh.write(_csv_text(self.columns, self.rows[self._written :], header=False))
+                fh.flush()
+                os.fsync(fh.fileno())
+        self._written = len(self.rows)
+
+
+def _cut_partial_line(path: Path) -> None:
+    """Drop a last line without its newline (an append cut short by a kill)."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as fh:
+            fh.truncate(data.rfind(b"\n") + 1)
+
+
 class RunStore:
     """Writes (and, on resume, re-reads) one run directory."""
 
     def __init__(self, run_dir: str | Path) -> None:
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.results = _Table(self.dir / "results.csv", RESULT_COLUMNS)
+        self.results = _AppendTable(self.dir / "results.csv", RESULT_COLUMNS)
         self.transforms = _Table(self.dir / "transforms.csv", TRANSFORM_COLUMNS)
         self.timing = _Table(self.dir / "timing.csv", TIMING_COLUMNS)
         self.samples = _Table(self.dir / "samples" / "index.csv", SAMPLE_COLUMNS)

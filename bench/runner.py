@@ -110,6 +110,8 @@ class Prepared:
     edits: list = field(default_factory=list)
     attribute_net: torch.nn.Module | None = None
     attributes: tuple[str, ...] = ()
+    # method -> item id -> latents of the aligned (identity) pass, kept for the consistency metric
+    aligned_latents: dict = field(default_factory=dict)
 
 
 def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Prepared:
@@ -242,6 +244,9 @@ def run_batch(prep: Prepared, store: RunStore, method: Method, spec_label: str, 
                          "metric": name, "value": value, "status": status})
         if prep.config.save_latents:
             store.save_latents(method.name, safe_name(spec_label), it.id, {k: v[i] for k, v in inv.latents.items()})
+        if prep.edits and spec_label == prep.specs[0].label and prep.specs[0].is_identity:
+            prep.aligned_latents.setdefault(method.name, {})[it.id] = {
+                k: v[i].detach().cpu() for k, v in inv.latents.items()}
         if it.id in sample_ids and status == "ok":
             extra = [(f"{method.name} {label}", img[i]) for label, img in edited.items()]
             samples += _save_samples(store, it.id, spec_label, method.name, targets[i], inv.images[i], extra)
@@ -259,18 +264,23 @@ def _failures(inv) -> list[str | None]:
 
 
 def _aligned_inversion(prep: Prepared, store: RunStore, method: Method, batch: list[Item]):
-    """The method's latents for the aligned items, read back from the run's identity pass (or None).
+    """The method's latents for the aligned items from the run's identity pass (or None).
 
-    They come from the saved latents, so a resumed run scores consistency exactly as an uninterrupted one.
+    They are kept in memory during the run; a resumed run reads them back from the saved latents, so it
+    scores consistency exactly as an uninterrupted one.
     """
     first = prep.specs[0] if prep.specs else None
-    if first is None or not first.is_identity or not prep.config.save_latents:
+    if first is None or not first.is_identity:
         return None
-    folder = store.dir / "latents" / method.name / safe_name(first.label)
-    paths = [folder / f"{safe_name(it.id)}.pt" for it in batch]
-    if not all(p.is_file() for p in paths):
-        return None
-    loaded = [torch.load(p, map_location=prep.device, weights_only=True) for p in paths]
+    kept = prep.aligned_latents.get(method.name, {})
+    if all(it.id in kept for it in batch):
+        loaded = [{k: v.to(prep.device) for k, v in kept[it.id].items()} for it in batch]
+    else:
+        folder = store.dir / "latents" / method.name / safe_name(first.label)
+        paths = [folder / f"{safe_name(it.id)}.pt" for it in batch]
+        if not prep.config.save_latents or not all(p.is_file() for p in paths):
+            return None
+        loaded = [torch.load(p, map_location=prep.device, weights_only=True) for p in paths]
     latents = {k: torch.stack([d[k] for d in loaded]) for k in loaded[0]}
     return Inversion(method.name, latents, torch.empty(0), torch.zeros(len(batch)), (None,) * len(batch))
 
@@ -410,4 +420,5 @@ def _notes(prep: Prepared) -> list[str]:
             f"transforms: {labels}  methods: {', '.join(prep.methods)}",
             f"generator: {prep.descriptions['generator']}",
             f"data: {prep.descriptions['data']}",
-            f"perceptual loss: {prep.descriptions['perceptual']}"]
+            f"perceptual loss: {prep.descriptions['perceptual']}"] + (
+        [f"edits: {', '.join(j.label for j in prep.edits)}"] if prep.edits else [])

@@ -7,6 +7,7 @@ with one row has no std. Failed rows are counted (``n_failed``), never averaged.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -140,6 +141,28 @@ def summary_table(df: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.
     out["n"] = out["n"].astype("int64")
     out["n_failed"] = out["n_failed"].astype("int64")
     return out[list(SUMMARY_COLUMNS)]
+
+
+EDIT_FIGURE_KINDS = ("psnr", "consistency-psnr", "attr-gain", "attr-drift")
+
+
+def mean_edit_metrics(df: pd.DataFrame, info: dict[str, MetricInfo]) -> tuple[pd.DataFrame, list[MetricInfo]]:
+    """Per item, the mean of each edit metric kind over all edits of the run (``edit[all]/psnr`` ...), summarised.
+
+    Returns the summary (as :func:`summary_table`) and the entries of the kinds present, for the figures.
+    """
+    metric = df["metric"].astype(str)
+    parts = metric.str.extract(r"^edit\[(?P<label>[^\]]+)\]/(?P<kind>.+)$")
+    rows = df[parts["kind"].isin(EDIT_FIGURE_KINDS)].assign(kind=parts["kind"])
+    if rows.empty:
+        return summary_table(df.iloc[:0]), []
+    first = {k: info.get(m) for m, k in zip(metric[rows.index], rows["kind"], strict=True)}
+    mean = (rows.groupby(["item", "method", "transform", "seed", "kind", "status"], sort=False, observed=True)["value"]
+            .mean().reset_index())
+    mean["metric"] = "edit[all]/" + mean.pop("kind")
+    entries = [dataclasses.replace(e, name=f"edit[all]/{k}", description=f"mean over all edits; {e.description}")
+               for k, e in first.items() if e is not None]
+    return summary_table(mean), entries
 
 
 def write_csv(summary: pd.DataFrame, path: str | Path) -> Path:
@@ -402,18 +425,22 @@ def write_report(run_dirs: Sequence[str | Path] | str | Path, out_dir: str | Pat
         except ValueError:
             pass  # a run without samples has no transform figure
     tabled, _ = _plan(summary, info)
-    for metric in tabled:
+    # curves for the headline metrics only: masked variants and per-strength edit metrics stay in the tables,
+    # and the edit metrics are drawn averaged over every edit of the run (one figure per kind)
+    headline = [m for m in tabled if "@" not in m.name and not m.name.startswith("edit[")]
+    for metric in headline:
         file_name = f"curve_{figures.safe_label(metric.name)}.png"
         paths[file_name] = figures.metric_curve(summary, metric.name, out / file_name, metric.higher_is_better)
+    edit_summary, edit_info = mean_edit_metrics(df, info)
     if len(dirs) == 1:
         magnitudes = figures.transform_magnitudes(dirs[0])
-        for metric in tabled:
-            if "@" in metric.name or metric.name.startswith("edit["):
-                continue
-            file_name = f"family_{figures.safe_label(metric.name)}.png"
-            written = figures.family_curves(summary, magnitudes, metric.name, out / file_name, metric.higher_is_better)
-            if written is not None:
-                paths[file_name] = written
+        for table, metrics in ((summary, headline), (edit_summary, edit_info)):
+            for metric in metrics:
+                file_name = f"family_{figures.safe_label(metric.name)}.png"
+                written = figures.family_curves(table, magnitudes, metric.name, out / file_name,
+                                                metric.higher_is_better)
+                if written is not None:
+                    paths[file_name] = written
     figure_md = "".join(f"![{k}]({k})\n\n" for k in paths if k.endswith(".png"))
     md = (
         "# Benchmark report\n\n"

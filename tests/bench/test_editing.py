@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from bench.config import RunConfig
@@ -68,15 +69,19 @@ def test_world_attribute_metrics(tmp_path):
     assert gain.mean() > drift.mean()  # the smile direction changes smile more than the rest
 
 
-def test_consistency_is_perfect_for_a_transform_that_moves_nothing(tiny_generator_path, tmp_path, monkeypatch):
+@pytest.mark.parametrize("save_latents", [True, False])
+def test_consistency_is_perfect_for_a_transform_that_moves_nothing(tiny_generator_path, tmp_path, monkeypatch,
+                                                                   save_latents):
     """translate:0,0 is not the identity pass but its warp is exact: im2s (deterministic) inverts and edits
-    the same image, so its edit must equal the (un)transformed edit of the aligned image."""
+    the same image, so its edit must equal the (un)transformed edit of the aligned image. Consistency is
+    scored whether or not the run keeps its latents on disk."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     d = _direction_file(tmp_path, 32)
     cfg = RunConfig(methods="im2s", transforms=("translate:0,0", "rotate:20"), generator=str(tiny_generator_path),
                     data="synthetic:2", n=2, steps=3, perceptual="none", device="cpu", metrics=("psnr",),
-                    run_dir=str(tmp_path / "run"), edits=(f"{d}:2",))
+                    run_dir=str(tmp_path / "run"), edits=(f"{d}:2",), save_latents=save_latents)
     out = run(cfg, progress=False, log=lambda m: None)
+    assert (out / "latents").exists() == save_latents
     df = pd.read_csv(out / "results.csv")
     cons = df[df["metric"] == "edit[d:+2]/consistency-psnr"]
     assert set(cons["transform"]) == {"translate:0,0", "rotate:20"}  # none for the identity pass itself

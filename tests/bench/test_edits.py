@@ -7,7 +7,8 @@ from bench.world import procfaces
 
 
 def test_parse_edit_spec():
-    assert parse_edit_spec("age:-2..2/1") == EditSpec("age", (-2.0, -1.0, 0.0, 1.0, 2.0))
+    assert parse_edit_spec("age:-2..2/5") == EditSpec("age", (-2.0, -1.0, 0.0, 1.0, 2.0))
+    assert parse_edit_spec("age:-1..1/3,3") == EditSpec("age", (-1.0, 0.0, 1.0, 3.0))
     assert parse_edit_spec("smile:-3,3") == EditSpec("smile", (-3.0, 3.0))
     assert parse_edit_spec("dirs/a:b/age.npy:1.5") == EditSpec("dirs/a:b/age.npy", (1.5,))
     for bad in ["age", "age:", ":2", "age:two", "age:2..1/1"]:
