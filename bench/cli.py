@@ -9,9 +9,30 @@ from pathlib import Path
 
 import click
 
+from bench.accel import PRECISION_CHOICES
 from bench.config import PROFILES, RunConfig, make_config
 
 DEFAULTS = RunConfig()
+
+
+class _BatchSize(click.ParamType):
+    """A whole number >= 1, or ``auto``."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            number = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a whole number nor auto", param, ctx)
+        if number < 1:
+            self.fail(f"{number} must be >= 1 (or auto)", param, ctx)
+        return number
+
+
+BATCH_SIZE = _BatchSize()
 
 
 def _fail(err: Exception) -> None:
@@ -42,8 +63,10 @@ def main() -> None:
 @click.option("--steps", type=click.IntRange(min=0), default=None, help="Optimisation steps for every method.")
 @click.option("--profile", type=click.Choice(["auto", *PROFILES]), default=None,
               help="quick: capped steps, 8 items (CPU default); paper: published settings, 50 items (GPU).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help=f"Images inverted together.  [default: {DEFAULTS.batch_size}]")
+@click.option("--batch-size", type=BATCH_SIZE, default=None,
+              help="Images inverted together, or auto: from free GPU memory (8 on the CPU).  [default: auto]")
+@click.option("--precision", type=click.Choice(PRECISION_CHOICES), default=None,
+              help="Inversion arithmetic: auto = bf16 autocast on CUDA, fp32 on the CPU.  [default: auto]")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N.  [default: auto]")
 @click.option("--run-dir", default=None, help="Output folder; re-running with it resumes.  [default: runs/DATE]")
 @click.option("--metric", "metrics", multiple=True, help="Metric name, repeatable (bench ls metrics). [default: all]")
@@ -179,12 +202,16 @@ def ls(what: str) -> None:
 @click.option("--config", "config_name", default="world",
               help="world, tiny, config-f-256, config-f-1024 (random weights, for timing only).")
 @click.option("--methods", default="im2s,w,pnorm,fwplus8,fwplus16", help="Comma list of optimisation methods.")
-@click.option("--batch", type=click.IntRange(min=1), default=32, help="Batch size of the batched run.")
+@click.option("--batch", type=BATCH_SIZE, default=32, help="Batch size of the batched run, or auto (free memory).")
 @click.option("--steps", default="5,25", help="LO,HI optimiser steps; the rate is taken from their difference.")
+@click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto",
+              help="Fast-path precision (auto: bf16 on CUDA, fp32 on the CPU); one image at a time is also timed "
+                   "in fp32.")
 @click.option("--device", default="auto", help="auto, cpu, cuda.")
-def speed(config_name: str, methods: str, batch: int, steps: str, device: str) -> None:
+def speed(config_name: str, methods: str, batch, steps: str, precision: str, device: str) -> None:
     """Image-steps per second of each method, batched vs one image at a time, FLOPs and memory."""
     from bench import speed as sp
+    from bench.accel import resolve_accel
     from bench.runner import resolve_device
     from methods import expand_method_names
 
@@ -193,12 +220,16 @@ def speed(config_name: str, methods: str, batch: int, steps: str, device: str) -
         lo, hi = (int(v) for v in steps.split(","))
         if not 0 <= lo < hi:
             raise ValueError(f"--steps {steps!r}: expected LO,HI with 0 <= LO < HI")
+        accel = resolve_accel(precision, dev)
+        if accel.precision != "fp32" and dev.type != "cuda":
+            raise ValueError(f"--precision {precision} needs a CUDA device")
         gen, perceptual, desc = sp.build_timing_setup(config_name, dev)
         names = expand_method_names(methods)
-        click.echo(f"device: {dev}{' (' + torch_device_name(dev) + ')' if dev.type == 'cuda' else ''}; {desc}")
-        rows = [sp.time_method(n, gen, perceptual, batch, (lo, hi), dev, log=lambda m: click.echo(m, err=True))
+        click.echo(f"device: {dev}{' (' + torch_device_name(dev) + ')' if dev.type == 'cuda' else ''}; {desc}; "
+                   f"fast path: {accel.label}")
+        rows = [sp.time_method(n, gen, perceptual, batch, (lo, hi), dev, accel, log=lambda m: click.echo(m, err=True))
                 for n in names]
-        click.echo(sp.format_rows(rows, sp.matmul_peak_tflops(dev)))
+        click.echo(sp.format_rows(rows, sp.matmul_peak_tflops(dev, accel.precision)))
     except (ValueError, OSError) as err:
         _fail(err)
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import tomllib
 
+from bench.accel import PRECISION_CHOICES
+
 PROFILES = {
     # steps cap per method and default number of items; None keeps each method's published default
     "quick": {"max_steps": 300, "n": 8},
@@ -41,7 +43,8 @@ class RunConfig:
         seed: master seed for subsets, transform parameters and methods.
         steps: optimisation steps for every method (overrides the profile).
         profile: ``auto`` (quick on CPU, paper on GPU), ``quick`` or ``paper``.
-        batch_size: images inverted together.
+        batch_size: images inverted together, or ``"auto"`` (from free GPU memory; 8 on the CPU).
+        precision: ``auto`` (bf16 on CUDA, fp32 on the CPU), ``fp32``, ``tf32`` or ``bf16`` (``bench.accel``).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         run_dir: output folder; an existing run with the same configuration is resumed.
         metrics: metric names; empty = all defaults.
@@ -67,7 +70,8 @@ class RunConfig:
     seed: int = 0
     steps: int | None = None
     profile: str = "auto"
-    batch_size: int = 8
+    batch_size: int | str = "auto"
+    precision: str = "auto"
     device: str = "auto"
     run_dir: str | None = None
     metrics: tuple[str, ...] = ()
@@ -116,6 +120,8 @@ def check_types(values: Mapping[str, Any], where: str) -> None:
             continue
         if typing.get_origin(hint) is tuple and isinstance(value, str):
             value = (value,)
+        if key == "batch_size" and isinstance(value, str) and value != "auto":
+            raise ValueError(f"{where}: batch_size must be a whole number >= 1 or 'auto', got {value!r}")
         if not _matches(value, hint):
             text = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
             raise ValueError(f"{where}: {key} must be {text}, got {value!r} ({type(value).__name__})")
@@ -167,8 +173,12 @@ def resolve(config: RunConfig, *, device_type: str) -> RunConfig:
         profile = "paper" if device_type == "cuda" else "quick"
     if profile not in PROFILES:
         raise ValueError(f"--profile {config.profile!r}: expected auto, {', '.join(PROFILES)}")
-    if config.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {config.batch_size}")
+    if config.batch_size != "auto" and (not isinstance(config.batch_size, int) or config.batch_size < 1):
+        raise ValueError(f"--batch-size must be a whole number >= 1 or auto, got {config.batch_size!r}")
+    if config.precision not in PRECISION_CHOICES:
+        raise ValueError(f"--precision {config.precision!r}: expected one of {', '.join(PRECISION_CHOICES)}")
+    if config.precision not in ("auto", "fp32") and device_type != "cuda":
+        raise ValueError(f"--precision {config.precision} needs a CUDA device; this run is on the {device_type}")
     if config.steps is not None and config.steps < 0:
         raise ValueError(f"--steps must be >= 0, got {config.steps}")
     if config.n is not None and config.n < 1:

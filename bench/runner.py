@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from bench.accel import Accel, probe_batch_size, resolve_accel
 from bench.config import RunConfig, method_overrides, resolve
 from bench.data import Item, open_source
 from bench.data.images import save_image
@@ -112,6 +113,9 @@ class Prepared:
     attributes: tuple[str, ...] = ()
     # method -> item id -> latents of the aligned (identity) pass, kept for the consistency metric
     aligned_latents: dict = field(default_factory=dict)
+    accel: Accel = field(default_factory=Accel)
+    # method -> batch size that fits (from --batch-size auto's probe, or halved after an out-of-memory)
+    batch_sizes: dict = field(default_factory=dict)
 
 
 def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Prepared:
@@ -141,7 +145,9 @@ def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Prepared:
                             lpips_weights=lpips_weight_files(config.lpips_weights))
     descriptions = {"generator": generator.description, "data": f"{data_spec}: {source.description}",
                     "perceptual": perceptual_text}
-    prep = Prepared(config, device, generator, items, specs, methods, perceptual, metrics, descriptions)
+    prep = Prepared(config, device, generator, items, specs, methods, perceptual, metrics, descriptions,
+                    accel=resolve_accel(config.precision, device))
+    prep.accel.prepare(generator, perceptual)
     if config.edits:
         prep.edits = edit_jobs(config.edits, generator)
         if world:
@@ -178,14 +184,23 @@ def score(metrics: Sequence[Metric], pred: torch.Tensor, target: torch.Tensor,
 
 
 def _invert_adaptive(method: Method, targets: torch.Tensor, prep: Prepared, seeds: list[int]):
-    """Invert, halving the batch and retrying on CUDA out-of-memory (results are batch-invariant)."""
+    """Invert, halving the batch and retrying on CUDA out-of-memory (results are batch-invariant).
+
+    The size that fitted is kept for the method's later batches, so one out-of-memory is not paid again.
+    """
+    fits = prep.batch_sizes.get(method.name)
+    if fits is not None and targets.shape[0] > fits:
+        return [part for k in range(0, targets.shape[0], fits)
+                for part in _invert_adaptive(method, targets[k : k + fits], prep, seeds[k : k + fits])]
     try:
-        return [method.invert(targets, prep.generator, seeds=seeds, perceptual=prep.perceptual)]
+        with prep.accel.context(prep.device):
+            return [method.invert(targets, prep.generator, seeds=seeds, perceptual=prep.perceptual)]
     except torch.cuda.OutOfMemoryError:
         if targets.shape[0] == 1:
             raise
         torch.cuda.empty_cache()
         half = targets.shape[0] // 2
+        prep.batch_sizes[method.name] = half
         return (_invert_adaptive(method, targets[:half], prep, seeds[:half])
                 + _invert_adaptive(method, targets[half:], prep, seeds[half:]))
 
@@ -340,8 +355,9 @@ def run(config: RunConfig, *, progress: bool = True, log: Callable[[str], None] 
             for name, method in methods.items():
                 pending = [it for it in items if not store.done(it.id, name, label)]
                 bar.update(len(items) - len(pending))
-                for k in range(0, len(pending), prep.config.batch_size):
-                    batch = pending[k : k + prep.config.batch_size]
+                size = batch_size_for(prep, name, pending, log) if pending else 1
+                for k in range(0, len(pending), size):
+                    batch = pending[k : k + size]
                     bar.set_postfix_str(f"{label} / {name}")
                     batch_params = None if params is None else [params[it.id] for it in batch]
                     run_batch(prep, store, method, label, batch, batch_params, sample_ids)
@@ -350,6 +366,28 @@ def run(config: RunConfig, *, progress: bool = True, log: Callable[[str], None] 
                     if _stop_after_batches is not None and done_batches >= _stop_after_batches:
                         raise KeyboardInterrupt(f"stopped after {done_batches} batches (test hook)")
     return run_dir
+
+
+def batch_size_for(prep: Prepared, name: str, pending: list[Item], log: Callable[[str], None] = print) -> int:
+    """Images per batch for method ``name``: --batch-size, or (auto) probed from free memory once per method."""
+    if prep.config.batch_size != "auto":
+        return int(prep.config.batch_size)
+    if name not in prep.batch_sizes:
+        preset = get_preset(name)
+        overrides = method_overrides(prep.config, name, preset.default_steps)
+        probe = build_method(name, overrides | {"steps": min(2, preset.default_steps)},
+                             **method_resources(preset, prep))
+        sample = torch.stack([it.image for it in pending[:1]]).to(prep.device)
+
+        def invert(b: int) -> None:
+            with prep.accel.context(prep.device):
+                probe.invert(sample.expand(b, -1, -1, -1).contiguous(), prep.generator, seeds=list(range(b)),
+                             perceptual=prep.perceptual)
+
+        size, note = probe_batch_size(invert, prep.device, limit=len(prep.items))
+        prep.batch_sizes[name] = size
+        log(f"batch size for {name}: {note}")
+    return prep.batch_sizes[name]
 
 
 def method_resources(preset, prep: Prepared) -> dict:
@@ -420,5 +458,6 @@ def _notes(prep: Prepared) -> list[str]:
             f"transforms: {labels}  methods: {', '.join(prep.methods)}",
             f"generator: {prep.descriptions['generator']}",
             f"data: {prep.descriptions['data']}",
-            f"perceptual loss: {prep.descriptions['perceptual']}"] + (
+            f"perceptual loss: {prep.descriptions['perceptual']}",
+            f"precision: {prep.accel.label}  batch size: {c.batch_size}"] + (
         [f"edits: {', '.join(j.label for j in prep.edits)}"] if prep.edits else [])

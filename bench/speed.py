@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bench.accel import AUTO_BATCH_CAP, Accel, probe_batch_size
 from bench.generators.stylegan2 import GeneratorConfig, StyleGAN2Generator, default_channels
 from methods import build_method, get_preset
 
@@ -30,18 +31,25 @@ CONFIGS = {
 
 @dataclass(frozen=True)
 class SpeedRow:
-    """One method's timing at one batch size."""
+    """One method's timing: batched on the fast path, and one image at a time (fast path and float32)."""
 
     method: str
     batch: int
+    precision: str
     image_steps_per_s: float
     single_image_steps_per_s: float
+    single_fp32_image_steps_per_s: float
     flops_per_image_step: float
     peak_mem_per_image_mb: float
 
     @property
     def ratio(self) -> float:
-        """Batched over one-at-a-time throughput."""
+        """Batched fast path over float32 one image at a time (the way these methods are usually run)."""
+        return self.image_steps_per_s / self.single_fp32_image_steps_per_s
+
+    @property
+    def ratio_same_precision(self) -> float:
+        """Batched over one image at a time, both on the fast path."""
         return self.image_steps_per_s / self.single_image_steps_per_s
 
 
@@ -55,10 +63,19 @@ class RandomVGGPerceptual:
 
         self.net = vgg16(weights=None).features[:23].to(device).eval().requires_grad_(False)
 
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != 256:
+            x = torch.nn.functional.interpolate(x, size=256, mode="bilinear", align_corners=False)
+        return self.net(x)
+
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x = torch.nn.functional.interpolate(x, size=256, mode="bilinear", align_corners=False)
-        y = torch.nn.functional.interpolate(y, size=256, mode="bilinear", align_corners=False)
-        return (self.net(x) - self.net(y)).square().flatten(1).mean(1)
+        return (self._features(x) - self._features(y)).square().flatten(1).mean(1)
+
+    def against(self, y: torch.Tensor):
+        """``x -> d(x, y)`` with y's features computed once."""
+        with torch.no_grad():
+            fy = self._features(y)
+        return lambda x: (self._features(x) - fy).float().square().flatten(1).mean(1)
 
 
 def build_timing_setup(config: str, device: torch.device):
@@ -93,28 +110,39 @@ def _resources(name: str, gen) -> dict:
     preset = get_preset(name)
     if not preset.needs_encoder:
         return {}
+    device = gen.w_avg.device
     if name.startswith("fwplus"):
         from methods.fwplus import BaseCodeEncoder
 
         res = preset.params["base_res"]
-        return {"encoder": BaseCodeEncoder(gen.feature_shape(res)[0]).to(gen.w_avg.device).eval()}
+        return {"encoder": BaseCodeEncoder(gen.feature_shape(res)[0]).to(device).eval()}
+    if name == "idinvert":
+        from bench.encoders.idinvert import DomainGuidedEncoder, TrainSettings
+
+        s = TrainSettings()
+        enc = DomainGuidedEncoder(gen.num_ws, gen.w_dim, gen.resolution, s.width, s.max_width, s.code_channels)
+        return {"encoder": enc.to(device).eval()}
     raise ValueError(f"bench speed: no timing encoder for {name!r}")
 
 
-def _invert_seconds(name: str, gen, perceptual, targets: torch.Tensor, steps: int) -> float:
-    method = build_method(name, {"steps": steps}, **_resources(name, gen))
+def _invert_seconds(method, gen, perceptual, targets: torch.Tensor, accel: Accel) -> float:
     dev = targets.device
+    accel.prepare(gen, perceptual)
     _sync(dev)
     start = time.perf_counter()
-    method.invert(targets, gen, seeds=list(range(targets.shape[0])), perceptual=perceptual)
+    with accel.context(dev):
+        method.invert(targets, gen, seeds=list(range(targets.shape[0])), perceptual=perceptual)
     _sync(dev)
     return time.perf_counter() - start
 
 
-def _rate(name: str, gen, perceptual, targets: torch.Tensor, lo: int, hi: int) -> float:
-    _invert_seconds(name, gen, perceptual, targets, lo)  # warm-up (allocations, cuDNN choices)
-    t_lo = _invert_seconds(name, gen, perceptual, targets, lo)
-    t_hi = _invert_seconds(name, gen, perceptual, targets, hi)
+def _rate(name: str, gen, perceptual, targets: torch.Tensor, lo: int, hi: int, accel: Accel) -> float:
+    resources = _resources(name, gen)
+    m_lo = build_method(name, {"steps": lo}, **resources)
+    m_hi = build_method(name, {"steps": hi}, **resources)
+    _invert_seconds(m_lo, gen, perceptual, targets, accel)  # warm-up (allocations, cuDNN choices)
+    t_lo = _invert_seconds(m_lo, gen, perceptual, targets, accel)
+    t_hi = _invert_seconds(m_hi, gen, perceptual, targets, accel)
     return targets.shape[0] * (hi - lo) / max(t_hi - t_lo, 1e-9)
 
 
@@ -122,52 +150,89 @@ def _flops_per_image_step(name: str, gen, perceptual, targets: torch.Tensor) -> 
     from torch.utils.flop_counter import FlopCounterMode
 
     counts = []
+    resources = _resources(name, gen)
     for steps in (1, 2):
+        method = build_method(name, {"steps": steps}, **resources)
         with FlopCounterMode(display=False) as counter:
-            _invert_seconds(name, gen, perceptual, targets, steps)
+            _invert_seconds(method, gen, perceptual, targets, Accel())
         counts.append(counter.get_total_flops())
     return (counts[1] - counts[0]) / targets.shape[0]
 
 
-def time_method(name: str, gen, perceptual, batch: int, steps: tuple[int, int], device: torch.device,
-                log: Callable[[str], None] = print) -> SpeedRow:
-    """Batched and one-image-at-a-time throughput, FLOPs and peak memory of one method."""
+def auto_batch(name: str, gen, perceptual, device: torch.device, accel: Accel) -> tuple[int, str]:
+    """``--batch auto``: the runner's probe (:func:`bench.accel.probe_batch_size`) for this method."""
+    method = build_method(name, {"steps": 2}, **_resources(name, gen))
+    z = torch.randn(1, gen.z_dim, generator=torch.Generator().manual_seed(0)).to(device)
+    with torch.no_grad():
+        one = gen(z).clamp(-1, 1)
+
+    def invert(b: int) -> None:
+        _invert_seconds(method, gen, perceptual, one.expand(b, -1, -1, -1).contiguous(), accel)
+
+    return probe_batch_size(invert, device, limit=AUTO_BATCH_CAP)
+
+
+def time_method(name: str, gen, perceptual, batch: int | str, steps: tuple[int, int], device: torch.device,
+                accel: Accel | None = None, log: Callable[[str], None] = print) -> SpeedRow:
+    """Batched and one-image-at-a-time throughput, FLOPs and peak memory of one method.
+
+    The batched run and the first one-image run use ``accel`` (the fast path); the second one-image run
+    is float32 in the default layout, the reference the fast path is compared with.
+    """
+    accel = accel or Accel()
+    if batch == "auto":
+        batch, note = auto_batch(name, gen, perceptual, device, accel)
+        log(f"{name}: batch {note}")
     z = torch.randn(batch, gen.z_dim, generator=torch.Generator().manual_seed(0)).to(device)
     with torch.no_grad():
         targets = gen(z).clamp(-1, 1)
     if device.type == "cuda":
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    batched = _rate(name, gen, perceptual, targets, *steps)
+    batched = _rate(name, gen, perceptual, targets, *steps, accel)
     peak = torch.cuda.max_memory_allocated(device) / batch / 2**20 if device.type == "cuda" else float("nan")
-    single = _rate(name, gen, perceptual, targets[:1], *steps)
+    single = _rate(name, gen, perceptual, targets[:1], *steps, accel)
+    single_fp32 = _rate(name, gen, perceptual, targets[:1], *steps, Accel()) if accel != Accel() else single
     flops = _flops_per_image_step(name, gen, perceptual, targets[:1])
-    log(f"{name}: {batched:.1f} image-steps/s batched ({batch}), {single:.1f} one at a time")
-    return SpeedRow(name, batch, batched, single, flops, peak)
+    log(f"{name}: {batched:.1f} image-steps/s batched ({batch}, {accel.label}), {single:.1f} one at a time, "
+        f"{single_fp32:.1f} one at a time in fp32")
+    return SpeedRow(name, batch, accel.label, batched, single, single_fp32, flops, peak)
 
 
-def matmul_peak_tflops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 4096) -> float:
-    """Measured dense matrix-product rate at ``dtype`` (TF32 allowed for float32 if enabled globally)."""
+def matmul_peak_tflops(device: torch.device, precision: str = "fp32", n: int = 8192) -> float:
+    """Measured dense matrix-product rate at ``precision`` (fp32 strict, tf32 or bf16)."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    if device.type != "cuda":
+        n = 1024
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    _sync(device)
-    reps = 10 if device.type == "cuda" else 2
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    _sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e12
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    try:
+        for _ in range(3):
+            a @ b
+        _sync(device)
+        reps = 20 if device.type == "cuda" else 2
+        start = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        _sync(device)
+        return 2 * n**3 * reps / (time.perf_counter() - start) / 1e12
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def format_rows(rows: list[SpeedRow], peak_tflops: float) -> str:
-    """Markdown table of the timings."""
-    head = ("| method | batch | image-steps/s | one at a time | ratio | GFLOP / image-step | achieved TFLOP/s "
-            f"(peak {peak_tflops:.1f}) | peak MB / image |\n|---|---|---|---|---|---|---|---|")
+    """Markdown table of the timings (``peak_tflops``: the measured matrix-product peak at the rows' precision)."""
+    head = ("| method | precision | batch | image-steps/s | one at a time (same precision) | one at a time (fp32) "
+            "| ratio vs fp32 single | ratio vs same-precision single | GFLOP / image-step "
+            f"| achieved TFLOP/s (peak {peak_tflops:.0f}) | peak MB / image |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         achieved = r.flops_per_image_step * r.image_steps_per_s / 1e12
-        lines.append(f"| {r.method} | {r.batch} | {r.image_steps_per_s:.1f} | {r.single_image_steps_per_s:.1f} | "
-                     f"{r.ratio:.1f}x | {r.flops_per_image_step / 1e9:.2f} | {achieved:.3f} | "
+        lines.append(f"| {r.method} | {r.precision} | {r.batch} | {r.image_steps_per_s:.1f} | "
+                     f"{r.single_image_steps_per_s:.1f} | {r.single_fp32_image_steps_per_s:.1f} | {r.ratio:.1f}x | "
+                     f"{r.ratio_same_precision:.1f}x | {r.flops_per_image_step / 1e9:.2f} | {achieved:.1f} | "
                      f"{r.peak_mem_per_image_mb:.0f} |")
     return "\n".join(lines)

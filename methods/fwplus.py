@@ -32,7 +32,7 @@ from methods.base import (
     register_alias,
     register_preset,
 )
-from methods.optim import failure_reasons, mean_latent_wp, perceptual_note, reconstruction_loss, run_adam
+from methods.optim import failure_reasons, mean_latent_wp, perceptual_note, run_adam, target_loss
 from methods.pnorm import pnorm_stats_for
 
 
@@ -112,9 +112,10 @@ class FWPlus(Method):
         wp = mean_latent_wp(generator, targets.shape[0])
         stats = pnorm_stats_for(generator) if p.pnorm_weight else None
 
+        recon = target_loss(targets, perceptual, p.mse_weight, p.perceptual_weight)
+
         def loss_fn(step: int) -> torch.Tensor:
-            pred = generator.synthesis_from(f, wp, res)
-            loss = reconstruction_loss(pred, targets, perceptual, p.mse_weight, p.perceptual_weight)
+            loss = recon(generator.synthesis_from(f, wp, res))
             loss = loss + p.basecode_weight * (f - f0).square().flatten(1).mean(1)
             if stats is not None:
                 loss = loss + p.pnorm_weight * stats.penalty(wp)

@@ -49,7 +49,7 @@ from methods.base import (
     check_targets,
     register_preset,
 )
-from methods.optim import failure_reasons, perceptual_note, reconstruction_loss, run_adam
+from methods.optim import failure_reasons, perceptual_note, run_adam, target_loss
 
 PERCEPTUAL_WEIGHT = 0.05  # see the module docstring: same role as the published 5e-5 on VGG conv4_3
 
@@ -195,9 +195,11 @@ class IDInvert(Method):
             wp_init = encode(enc, targets).float()
         wp = wp_init.clone().requires_grad_(True)
 
+        recon = target_loss(targets, perceptual, p.mse_weight, p.perceptual_weight)
+
         def loss_fn(step: int) -> torch.Tensor:
             pred = generator.synthesis(wp)
-            loss = reconstruction_loss(pred, targets, perceptual, p.mse_weight, p.perceptual_weight)
+            loss = recon(pred)
             if p.regularizer_weight:
                 loss = loss + p.regularizer_weight * domain_regularizer(wp, generator, enc, pred)
             return loss

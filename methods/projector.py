@@ -24,7 +24,7 @@ from methods.base import (
     check_targets,
     register_preset,
 )
-from methods.optim import failure_reasons, perceptual_note, reconstruction_loss, run_adam, stylegan_lr
+from methods.optim import failure_reasons, perceptual_note, run_adam, stylegan_lr, target_loss
 
 
 def w_statistics(generator: GeneratorLike, samples: int, seed: int = 0) -> float:
@@ -69,13 +69,14 @@ class WProjector(Method):
         w_std = w_statistics(generator, p.w_std_samples)
         noise = self._latent_noise(seeds, generator.w_dim, p.steps).to(generator.w_avg.device)
         w = generator.w_avg.detach().clone()[None].repeat(targets.shape[0], 1).requires_grad_(True)
+        recon = target_loss(targets, perceptual, mse_w, perc_w)
 
         def loss_fn(step: int) -> torch.Tensor:
             t = step / max(p.steps, 1)
             strength = w_std * p.noise_factor * max(0.0, 1.0 - t / p.noise_ramp) ** 2
             w_noisy = w + noise[step] * strength if step < noise.shape[0] else w
             pred = generator.synthesis(w_noisy[:, None].expand(-1, generator.num_ws, -1))
-            return reconstruction_loss(pred, targets, perceptual, mse_w, perc_w)
+            return recon(pred)
 
         result = run_adam([w], loss_fn, steps=p.steps, betas=(0.9, 0.999),
                           lr=lambda s: stylegan_lr(s, p.steps, p.lr, p.rampup, p.rampdown))

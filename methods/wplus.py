@@ -25,7 +25,7 @@ from methods.base import (
     check_targets,
     register_preset,
 )
-from methods.optim import failure_reasons, mean_latent_wp, perceptual_note, reconstruction_loss, run_adam
+from methods.optim import failure_reasons, mean_latent_wp, perceptual_note, run_adam, target_loss
 from methods.pnorm import pnorm_stats_for
 
 
@@ -52,9 +52,10 @@ class WPlusOptimization(Method):
 
         stats = pnorm_stats_for(generator) if p.pnorm_weight else None
 
+        recon = target_loss(targets, perceptual, p.mse_weight, p.perceptual_weight)
+
         def loss_fn(step: int) -> torch.Tensor:
-            pred = generator.synthesis(wp)
-            loss = reconstruction_loss(pred, targets, perceptual, p.mse_weight, p.perceptual_weight)
+            loss = recon(generator.synthesis(wp))
             return loss + p.pnorm_weight * stats.penalty(wp) if stats is not None else loss
 
         result = run_adam([wp], loss_fn, steps=p.steps, lr=p.lr, betas=p.betas)

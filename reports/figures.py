@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -64,20 +67,51 @@ def _fit(text: str, width_in: float, size: float = FONT_PT) -> tuple[str, float]
     return (text if len(text) <= fits else "…" + text[-(fits - 1) :]), size
 
 
-def _methods(run_dir: Path, index: pd.DataFrame) -> list[str]:
-    """Methods in run order (results.csv), then any that only have samples."""
-    methods = list(pd.unique(read_results(run_dir)["method"]))
-    extra = [k for k in pd.unique(index["kind"]) if k not in ("input", "target") and k not in methods]
+EDIT_KIND = re.compile(r"^(?P<method>\S+) (?P<direction>.+):(?P<strength>[+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)$")
+"""A sample kind of an edited reconstruction, as the runner writes it: ``"fwplus16 smile:+2"``."""
+
+
+def split_edit_kind(kind: str, base_kinds: Collection[str]) -> tuple[str, str, float] | None:
+    """``(method, direction, strength)`` when ``kind`` is an edit of one of ``base_kinds``, else None.
+
+    ``"fwplus16 smile:+2"`` -> ``("fwplus16", "smile", 2.0)`` if ``"fwplus16"`` is a base kind, so that a
+    method whose own name has a space and a colon is never mistaken for an edit.
+    """
+    match = EDIT_KIND.match(str(kind))
+    if match is None or match["method"] not in base_kinds:
+        return None
+    return match["method"], match["direction"], float(match["strength"])
+
+
+def _methods(run_dir: Path, index: pd.DataFrame, methods: Sequence[str] | None = None) -> list[str]:
+    """Methods in run order (``methods``, default from results.csv), then any that only have samples.
+
+    Edited samples (``"METHOD age:+2"``) are not methods and are left out.
+    """
+    methods = list(pd.unique(read_results(run_dir)["method"])) if methods is None else list(methods)
+    kinds = [k for k in pd.unique(index["kind"]) if k not in ("input", "target")]
+    extra = [k for k in kinds if k not in methods and split_edit_kind(k, kinds) is None]
     return [*methods, *extra]
 
 
 def _save(fig: Figure, out_path: str | Path, dpi: float, **kwargs: object) -> Path:
-    """Write the figure as PNG at ``out_path`` and as a PDF twin beside it (for papers); returns the PNG."""
+    """Write the figure as PNG at ``out_path`` and as a PDF twin beside it (for papers); returns the PNG.
+
+    Without ``kwargs`` (figures laid out in pixels) the PNG is written as RGB through PIL at level 9:
+    no alpha channel, about 13% smaller than matplotlib's RGBA for the sample mosaics.
+    """
     def writer(fmt: str):
         return lambda tmp: fig.savefig(tmp, dpi=dpi, format=fmt, facecolor="white", **kwargs)
 
+    def rgb_png(tmp: Path) -> None:
+        fig.set_dpi(dpi)
+        fig.patch.set_facecolor("white")
+        FigureCanvasAgg(fig).draw()
+        rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3]
+        Image.fromarray(rgb).save(tmp, format="png", dpi=(dpi, dpi), optimize=True)
+
     write_atomic(Path(out_path).with_suffix(".pdf"), writer("pdf"))
-    return write_atomic(out_path, writer("png"))
+    return write_atomic(out_path, writer("png") if kwargs else rgb_png)
 
 
 def _draw_cell(fig: Figure, rect: list[float], cell: np.ndarray | str, dpi: int) -> None:
@@ -92,18 +126,91 @@ def _draw_cell(fig: Figure, rect: list[float], cell: np.ndarray | str, dpi: int)
     ax.imshow(cell, interpolation=interpolation, aspect="auto")
 
 
+def _cell_image(cell: np.ndarray, side: int) -> np.ndarray:
+    """The sample scaled to ``side`` x ``side`` pixels (nearest when enlarging, Lanczos when shrinking)."""
+    if cell.shape[:2] == (side, side):
+        return cell
+    method = Image.Resampling.NEAREST if side >= max(cell.shape[:2]) else Image.Resampling.LANCZOS
+    return np.asarray(Image.fromarray(cell).resize((side, side), method))
+
+
+@dataclass(frozen=True)
+class Mosaic:
+    """Pixel layout of a figure of image cells: a label band on the left, a title band on top.
+
+    Column ``c`` starts at ``xs[c]`` pixels from the left, row ``r`` at ``ys[r]`` from the top; every cell
+    is ``side`` pixels square and ``width`` x ``height`` is the size of the PNG.
+    """
+
+    side: int
+    xs: tuple[int, ...]
+    ys: tuple[int, ...]
+    width: int
+    height: int
+
+    @classmethod
+    def build(cls, rows: int, cols: int, side: int, gap: int, left: int, top: int,
+              col_gaps: Sequence[int] = ()) -> Mosaic:
+        """``col_gaps[c]``: extra white pixels before column ``c`` (to group columns)."""
+        xs, x = [], left
+        for c in range(cols):
+            x += col_gaps[c] if c < len(col_gaps) else 0
+            xs.append(x)
+            x += side + gap
+        ys = tuple(top + r * (side + gap) for r in range(rows))
+        return cls(side, tuple(xs), ys, x, top + rows * (side + gap))
+
+    def draw(self, cells: Mapping[tuple[int, int], np.ndarray | str], dpi: float) -> Figure:
+        """A figure of exactly ``width`` x ``height`` pixels at ``dpi`` with every cell pasted unresampled.
+
+        The cells are composed into one RGB array and placed with ``figimage``: one image instead of one
+        axes per cell keeps drawing fast, and the PDF twin holds one bitmap. Missing cells are grey and
+        name their reason.
+        """
+        canvas = np.full((self.height, self.width, 3), 255, np.uint8)
+        for (r, c), cell in cells.items():
+            y, x = self.ys[r], self.xs[c]
+            block = MISSING_GREY if isinstance(cell, str) else _cell_image(cell, self.side)
+            canvas[y : y + self.side, x : x + self.side] = block
+        # a hair over the pixel size, so that the renderer's int() of width * dpi cannot lose a pixel
+        fig = Figure(figsize=((self.width + 1e-3) / dpi, (self.height + 1e-3) / dpi), dpi=dpi)
+        FigureCanvasAgg(fig)
+        fig.figimage(canvas, 0, 0, origin="upper", resize=False)
+        for (r, c), cell in cells.items():
+            if isinstance(cell, str):
+                self.text(fig, self.xs[c] + self.side / 2, self.ys[r] + self.side / 2, cell, ha="center",
+                          color="0.3")
+        return fig
+
+    def text(self, fig: Figure, x: float, y: float, text: str, **kwargs: Any) -> None:
+        """Text at pixel ``(x, y)`` from the top left (vertically centred there)."""
+        kwargs = {"fontsize": FONT_PT, "va": "center", **kwargs}
+        fig.text(x / self.width, 1 - y / self.height, text, **kwargs)
+
+
 def figure_grid(
-    run_dir: str | Path, transform: str, out_path: str | Path, max_items: int = 8, dpi: int | None = None
+    run_dir: str | Path,
+    transform: str,
+    out_path: str | Path,
+    max_items: int = 6,
+    dpi: int | None = None,
+    methods: Sequence[str] | None = None,
 ) -> Path:
-    """Save a grid of samples for one transform: rows ``input`` then each method, columns items.
+    """Save a grid of reconstructions for one transform: rows ``input`` then each method, columns items.
+
+    Edited samples (kinds ``"METHOD smile:+2"``) are not drawn here; see :func:`reports.edit_figure.edit_figure`.
 
     Args:
-        run_dir: Run directory (reads ``samples/index.csv``, the PNGs and ``results.csv``).
+        run_dir: Run directory (reads ``samples/index.csv``, the PNGs and, unless ``methods`` is given,
+            ``results.csv``).
         transform: Transform label as in ``results.csv`` (``"rotate:20"``).
-        out_path: PNG to write (parent folders are created).
+        out_path: PNG to write (parent folders are created); a PDF twin is written beside it.
         max_items: At most this many items (columns), in the order of ``samples/index.csv``.
-        dpi: Override the resolution; default :func:`cell_dpi` of the sample size. The PNG is
-            ``(LABEL_IN + cols * CELL_IN) * dpi`` by ``(TITLE_IN + rows * CELL_IN) * dpi`` pixels.
+        dpi: Override the resolution; default :func:`cell_dpi` of the sample size. Each image is one
+            inch (``dpi`` pixels) square, followed by a white gap of ``GAP_IN`` inches; the PNG is
+            ``LABEL_IN * dpi + cols * (dpi + gap)`` by ``TITLE_IN * dpi + rows * (dpi + gap)`` pixels
+            (each term rounded to whole pixels).
+        methods: Method rows in order (default: the run order of ``results.csv``).
 
     Returns:
         ``out_path`` as a Path. Missing or unreadable samples become grey cells saying so.
@@ -121,40 +228,26 @@ def figure_grid(
         known = list(pd.unique(index["transform"]))
         raise ValueError(f"{run_dir / 'samples' / 'index.csv'}: no samples for transform {transform!r}; has {known}")
     items = list(pd.unique(rows_t["item"]))[:max_items]
-    kinds = ["input", *_methods(run_dir, index)]
+    kinds = ["input", *_methods(run_dir, index, methods)]
     first = rows_t.drop_duplicates(["item", "kind"]).set_index(["item", "kind"])["path"]
     cells = {
-        (kind, item): _load_rgb(sample_path(run_dir, first[(item, kind)])) if (item, kind) in first.index else "missing"
-        for kind in kinds
-        for item in items
+        (r, c): _load_rgb(sample_path(run_dir, first[(item, kind)])) if (item, kind) in first.index else "missing"
+        for r, kind in enumerate(kinds)
+        for c, item in enumerate(items)
     }
     sizes = [c.shape[0] for c in cells.values() if not isinstance(c, str)]
     dpi = dpi or cell_dpi(sizes[0] if sizes else 64)
-    width, height = LABEL_IN + len(items) * CELL_IN, TITLE_IN + len(kinds) * CELL_IN
-    fig = Figure(figsize=(width, height))
-    FigureCanvasAgg(fig)
+    grid = Mosaic.build(len(kinds), len(items), dpi, max(1, round(GAP_IN * dpi)), round(LABEL_IN * dpi),
+                        round(TITLE_IN * dpi))
+    fig = grid.draw(cells, dpi)
     text, size = _fit(str(transform), LABEL_IN - 0.1)
-    fig.text(0.05 / width, 1 - TITLE_IN / 2 / height, text, fontsize=size, weight="bold", va="center")
+    grid.text(fig, 0.05 * dpi, grid.ys[0] / 2, text, fontsize=size, weight="bold")
     for c, item in enumerate(items):
         text, size = _fit(str(item), CELL_IN - 0.05)
-        x = (LABEL_IN + (c + 0.5) * CELL_IN) / width
-        fig.text(x, 1 - TITLE_IN / 2 / height, text, fontsize=size, ha="center", va="center")
+        grid.text(fig, grid.xs[c] + grid.side / 2, grid.ys[0] / 2, text, fontsize=size, ha="center")
     for r, kind in enumerate(kinds):
-        bottom = height - TITLE_IN - (r + 1) * CELL_IN
         text, size = _fit(str(kind), LABEL_IN - 0.1)
-        fig.text(
-            (LABEL_IN - 0.05) / width,
-            (bottom + CELL_IN / 2) / height,
-            text,
-            fontsize=size,
-            ha="right",
-            va="center",
-        )
-        for c, item in enumerate(items):
-            left = LABEL_IN + c * CELL_IN
-            side = CELL_IN - GAP_IN
-            rect = [(left + GAP_IN / 2) / width, (bottom + GAP_IN / 2) / height, side / width, side / height]
-            _draw_cell(fig, rect, cells[(kind, item)], dpi)
+        grid.text(fig, grid.xs[0] - 0.05 * dpi, grid.ys[r] + grid.side / 2, text, fontsize=size, ha="right")
     return _save(fig, out_path, dpi)
 
 

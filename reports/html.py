@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from reports.figures import safe_label, transform_magnitudes
 from reports.rundir import read_config, read_timing, read_versions, write_atomic
 from reports.tables import (
     NAN_TEXT,
@@ -43,6 +44,9 @@ IMAGE_TYPES = {
 """Figure files that browsers show in ``<img>`` (a PDF is not one: pass its PNG twin)."""
 
 FAILED_ROWS_SHOWN = 100
+MAX_FIGURE_BYTES = 7 * 2**20
+"""Figures embedded in one report, in bytes: about 9.3 MB of base64, so the page stays under ~10 MB."""
+PER_TRANSFORM_PREFIXES = ("grid_", "edits_")
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; padding: 0 1em; color: #222; }
@@ -190,10 +194,57 @@ def embed_image(path: str | Path) -> str:
     return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def _figures_html(figures: Sequence[str | Path]) -> str:
-    if not figures:
+def key_transforms(run_dirs: Sequence[str | Path]) -> set[str]:
+    """File-name labels (:func:`reports.figures.safe_label`) of the transforms that best show a run.
+
+    The identity and, per family (``transforms.csv``), the largest translation and rotation and the
+    smallest and largest scale factor.
+    """
+    keep = set()
+    for run_dir in run_dirs:
+        by_family: dict[str, list[tuple[float, str]]] = {}
+        for label, (family, magnitude) in transform_magnitudes(run_dir).items():
+            by_family.setdefault(family, []).append((magnitude, label))
+        for family, found in by_family.items():
+            ends = [max(found)] if family in ("translation", "rotation") else [min(found), max(found)]
+            keep |= {safe_label(label) for _, label in (found if family == "identity" else ends)}
+    return keep
+
+
+def choose_figures(
+    figures: Sequence[str | Path], run_dirs: Sequence[str | Path], max_bytes: int | None = MAX_FIGURE_BYTES
+) -> tuple[list[Path], list[Path]]:
+    """Split figures into (embedded, left out) so that the embedded ones stay under ``max_bytes``.
+
+    All are embedded when they fit (or ``max_bytes`` is None). Otherwise the per-transform figures
+    (``grid_*``, ``edits_*``) are kept only for the :func:`key_transforms`, and if that is still too
+    much, the last per-transform figures are left out too. Summary figures are always embedded.
+    """
+    figures = [Path(f) for f in figures]
+
+    def size(group: Sequence[Path]) -> int:
+        return sum(f.stat().st_size for f in group if f.is_file())
+
+    if max_bytes is None or size(figures) <= max_bytes:
+        return figures, []
+    per_transform = [f for f in figures if f.name.startswith(PER_TRANSFORM_PREFIXES)]
+    keys = key_transforms(run_dirs)
+    left = [f for f in per_transform if not any(f.stem.endswith("_" + k) for k in keys)]
+    embedded = [f for f in figures if f not in left]
+    while size(embedded) > max_bytes and any(f in per_transform for f in embedded):
+        last = max(i for i, f in enumerate(embedded) if f in per_transform)
+        left.append(embedded.pop(last))
+    return embedded, sorted(left, key=figures.index)
+
+
+def _figures_html(figures: Sequence[str | Path], left_out: Sequence[Path] = ()) -> str:
+    if not figures and not left_out:
         return ""
     out = ["<h2>Figures</h2>\n"]
+    if left_out:
+        names = ", ".join(f.name for f in left_out)
+        out.append(f'<p class="note">Not embedded, to keep this file small ({len(left_out)} figures; they are '
+                   f"PNG files, each with a PDF twin, in the report folder beside this file): {_e(names)}.</p>\n")
     for fig in map(Path, figures):
         out.append(f'<figure><img src="{embed_image(fig)}" alt="{_e(fig.name)}">'
                    f"<figcaption>{_e(fig.name)}</figcaption></figure>\n")
@@ -207,9 +258,11 @@ def render_html(
     summary: pd.DataFrame | None = None,
     metric_info: MetricInfoLike | None = None,
     title: str = "Benchmark report",
+    max_figure_bytes: int | None = MAX_FIGURE_BYTES,
 ) -> str:
     """The whole report as one HTML document (see :func:`write_html`)."""
     dirs = _as_dirs(run_dirs)
+    figures, left_out = choose_figures(figures, dirs, max_figure_bytes)
     df = load_results(dirs)
     summary = summary_table(df) if summary is None else summary
     metric_info = load_metric_info(dirs) if metric_info is None else metric_info
@@ -221,7 +274,7 @@ def render_html(
         + to_html(summary, metric_info)
         + _failed_html(df)
         + _timing_html(dirs)
-        + _figures_html(figures)
+        + _figures_html(figures, left_out)
     )
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -238,6 +291,7 @@ def write_html(
     summary: pd.DataFrame | None = None,
     metric_info: MetricInfoLike | None = None,
     title: str = "Benchmark report",
+    max_figure_bytes: int | None = MAX_FIGURE_BYTES,
 ) -> Path:
     """Write one self-contained HTML report that opens offline.
 
@@ -249,6 +303,9 @@ def write_html(
         summary: A summary from :func:`reports.tables.summary_table`; default: computed from the runs.
         metric_info: ``{metric: MetricInfo}``; default: merged from the runs' ``metrics.json``.
         title: Page title and heading.
+        max_figure_bytes: Embed figures up to this many bytes in all (base64 adds a third); beyond it
+            only the identity and the largest transforms' grids and edit figures are embedded, and the
+            page names the figures left out (see :func:`choose_figures`). None embeds every figure.
 
     Returns:
         ``out_path`` as a Path.
@@ -257,5 +314,6 @@ def write_html(
         reports.RunDirError: If a directory is not a run directory.
         ValueError: If a figure is missing or of a type that cannot be embedded.
     """
-    text = render_html(run_dirs, figures, summary=summary, metric_info=metric_info, title=title)
+    text = render_html(run_dirs, figures, summary=summary, metric_info=metric_info, title=title,
+                       max_figure_bytes=max_figure_bytes)
     return write_atomic(out_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

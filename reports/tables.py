@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from reports import figures
+from reports.edit_figure import edit_columns, edit_figure
 from reports.rundir import (
     RESULT_COLUMNS,
     MetricInfo,
@@ -388,27 +389,48 @@ def _timing_section(dirs: Sequence[Path]) -> str:
     return "".join(out) + "\n"
 
 
-def _write_figures(dirs: Sequence[Path], names: Sequence[str], out_dir: Path) -> dict[str, Path]:
-    paths: dict[str, Path] = {}
+def _unique(paths: Mapping[str, Path], file_name: str) -> str:
+    while file_name in paths:  # two labels that sanitise alike
+        file_name = file_name.removesuffix(".png") + "_.png"
+    return file_name
+
+
+def _write_figures(dirs: Sequence[Path], names: Sequence[str], out_dir: Path, df: pd.DataFrame,
+                   edit_item: str | None) -> dict[str, Path]:
+    """Per (run, transform): the reconstruction grid, then (runs with edits) the edit figure."""
+    grids: dict[str, Path] = {}
+    edits: dict[str, Path] = {}
     for run_dir, name in zip(dirs, names, strict=True):
         prefix = "" if len(dirs) == 1 else figures.safe_label(name) + "_"
-        for transform in pd.unique(read_sample_index(run_dir)["transform"]):
-            file_name = f"grid_{prefix}{figures.safe_label(transform)}.png"
-            while file_name in paths:  # two labels that sanitise alike
-                file_name = file_name.removesuffix(".png") + "_.png"
-            paths[file_name] = figures.figure_grid(run_dir, transform, out_dir / file_name)
-    return paths
+        methods = list(pd.unique(df.loc[df["run"] == name, "method"]))
+        index = read_sample_index(run_dir)
+        with_edits = bool(edit_columns(index["kind"]))
+        for transform in pd.unique(index["transform"]):
+            label = prefix + figures.safe_label(transform)
+            file_name = _unique(grids, f"grid_{label}.png")
+            grids[file_name] = figures.figure_grid(run_dir, transform, out_dir / file_name, methods=methods)
+            if with_edits:
+                file_name = _unique(edits, f"edits_{label}.png")
+                edits[file_name] = edit_figure(run_dir, transform, out_dir / file_name, item=edit_item,
+                                               methods=methods)
+    return grids | edits
 
 
-def write_report(run_dirs: Sequence[str | Path] | str | Path, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``table.csv``, ``table.md``, ``table.tex``, one figure grid per (run, transform) and curves.
+def write_report(run_dirs: Sequence[str | Path] | str | Path, out_dir: str | Path,
+                 edit_item: str | None = None) -> dict[str, Path]:
+    """Write the tables (``table.csv``, ``table.md``, ``table.tex``) and the figures of one or more runs.
+
+    Figures, each PNG with a PDF twin: ``transforms.png`` (one item under every transform), metric curves
+    and per-family curves, ``grid_<transform>.png`` (inputs and reconstructions, at most 6 items) and, for
+    runs with ``--edit``, ``edits_<transform>.png`` (one item: methods x input, reconstruction, edits).
 
     Args:
         run_dirs: Run directories to merge.
         out_dir: Output folder (created).
+        edit_item: Item shown in the edit figures (default: the first sample item of each transform).
 
     Returns:
-        ``{file name: path}`` for every file written.
+        ``{file name: path}`` for every file written, the summary figures before the per-transform ones.
     """
     dirs = _as_dirs(run_dirs)
     names = _run_names(dirs)
@@ -417,7 +439,6 @@ def write_report(run_dirs: Sequence[str | Path] | str | Path, out_dir: str | Pat
     df, info = load_results(dirs), load_metric_info(dirs)
     summary = summary_table(df)
     paths = {"table.csv": write_csv(summary, out / "table.csv")}
-    paths.update(_write_figures(dirs, names, out))
     for run_dir, name in zip(dirs, names, strict=True):
         file_name = "transforms.png" if len(dirs) == 1 else f"transforms_{figures.safe_label(name)}.png"
         try:
@@ -428,9 +449,6 @@ def write_report(run_dirs: Sequence[str | Path] | str | Path, out_dir: str | Pat
     # curves for the headline metrics only: masked variants and per-strength edit metrics stay in the tables,
     # and the edit metrics are drawn averaged over every edit of the run (one figure per kind)
     headline = [m for m in tabled if "@" not in m.name and not m.name.startswith("edit[")]
-    for metric in headline:
-        file_name = f"curve_{figures.safe_label(metric.name)}.png"
-        paths[file_name] = figures.metric_curve(summary, metric.name, out / file_name, metric.higher_is_better)
     edit_summary, edit_info = mean_edit_metrics(df, info)
     if len(dirs) == 1:
         magnitudes = figures.transform_magnitudes(dirs[0])
@@ -441,6 +459,10 @@ def write_report(run_dirs: Sequence[str | Path] | str | Path, out_dir: str | Pat
                                                 metric.higher_is_better)
                 if written is not None:
                     paths[file_name] = written
+    for metric in headline:
+        file_name = f"curve_{figures.safe_label(metric.name)}.png"
+        paths[file_name] = figures.metric_curve(summary, metric.name, out / file_name, metric.higher_is_better)
+    paths.update(_write_figures(dirs, names, out, df, edit_item))
     figure_md = "".join(f"![{k}]({k})\n\n" for k in paths if k.endswith(".png"))
     md = (
         "# Benchmark report\n\n"

@@ -7,7 +7,13 @@ inversion: modulation scales the activations and demodulation scales the outputs
 serves the whole batch (a dense convolution instead of a grouped one with per-sample weights); this is the
 same function as the grouped formulation up to float rounding.
 
-No custom CUDA kernels: the FIR filters (``upfirdn``) are depthwise convolutions.
+2x upsampling is written in polyphase form: the transposed 3x3 convolution at stride 2 followed by the
+[1, 3, 3, 1] FIR filter is one linear map, which equals a dense 3x3 convolution of the low-resolution input
+into 4 x C_out channels (one set per output phase) followed by a pixel shuffle. That runs as one ordinary
+convolution on tensor cores, with no zero-filled intermediate and no separate depthwise blur, and is the
+same function as the two-step form (tested against it) up to float rounding. The RGB skip's FIR
+upsampling is likewise a 3-group convolution and a pixel shuffle. Other FIR filters (``upfirdn``, used by
+the discriminator) are depthwise convolutions; there are no custom CUDA kernels.
 """
 
 from __future__ import annotations
@@ -60,6 +66,52 @@ def upfirdn(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, pad: tuple[int, 
     return F.conv2d(x, weight, groups=c)
 
 
+def _phase_taps(kernel: torch.Tensor) -> torch.Tensor:
+    """(3, 3, 4, 3, 3) map P with ``W4[o, f, i] = sum_ab W[o, i, a, b] P[a, b, f]`` (see :func:`upconv_weight`).
+
+    For a 3x3 weight W and a 4x4 FIR ``kernel`` applied (as a true convolution, like ``upfirdn``) with pad 1
+    after the stride-2 transposed convolution, the fused 6x6 kernel is the full convolution of W with
+    ``kernel`` and output
+    phase (py, px) is the correlation, padding 1, of the low-resolution input with
+    ``flip(F[py::2, px::2])``.
+    """
+    k = kernel.shape[-1]
+    if kernel.shape != (4, 4):
+        raise ValueError(f"polyphase upsampling expects a 4x4 FIR kernel, got {tuple(kernel.shape)}")
+    full = kernel.new_zeros(3, 3, 6, 6)  # full[a, b] = the 6x6 response of a unit tap at (a, b)
+    for a in range(3):
+        for b in range(3):
+            full[a, b, a : a + k, b : b + k] = kernel
+    phases = [torch.flip(full[:, :, py::2, px::2], (2, 3)) for py in (0, 1) for px in (0, 1)]
+    return torch.stack(phases, dim=2)  # (3, 3, 4, 3, 3)
+
+
+def upconv_weight(weight: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Polyphase weight (4 * out, in, 3, 3) of 'transposed 3x3 conv at stride 2, then FIR with pad 1'.
+
+    ``F.pixel_shuffle(F.conv2d(x, upconv_weight(W, K), padding=1), 2)`` equals
+    ``upfirdn(F.conv_transpose2d(x, W.transpose(0, 1), stride=2), K, pad=(1, 1))``.
+    """
+    out_ch, in_ch = weight.shape[:2]
+    taps = _phase_taps(kernel.to(weight.dtype))
+    return torch.einsum("oiab,abfst->ofist", weight, taps).reshape(4 * out_ch, in_ch, 3, 3)
+
+
+def upsample_weight(kernel: torch.Tensor, channels: int) -> torch.Tensor:
+    """Depthwise polyphase weight (4 * C, 1, 3, 3) of ``upfirdn(x, kernel, up=2, pad=(2, 1))`` (see Upsample)."""
+    # zero insertion, pad (2, 1), 4-tap filter: even outputs use taps 0 and 2 at offsets -1 and 0, odd
+    # outputs taps 1 and 3 at offsets 0 and +1 (after the flip of a true convolution)
+    f = torch.flip(kernel, (0, 1))
+    idx = {0: ((0, 0), (1, 2)), 1: ((1, 1), (2, 3))}  # phase -> ((offset slot, tap), ...)
+    w = kernel.new_zeros(2, 2, 3, 3)
+    for py in (0, 1):
+        for px in (0, 1):
+            for sy, ty in idx[py]:
+                for sx, tx in idx[px]:
+                    w[py, px, sy, sx] = f[ty, tx]
+    return w.reshape(4, 1, 3, 3).repeat(channels, 1, 1, 1)
+
+
 class PixelNorm(nn.Module):
     """Normalise each latent vector to unit root-mean-square."""
 
@@ -100,7 +152,10 @@ class ModulatedConv2d(nn.Module):
         self.demodulate = demodulate
         self.upsample = upsample
         if upsample:
-            # transposed 3x3 conv at stride 2 gives 2H+1; a 4-tap blur with pad (1, 1) brings it to 2H
+            if kernel_size != 3:
+                raise ValueError(f"upsampling modulated convolutions are 3x3, got kernel_size {kernel_size}")
+            # transposed 3x3 conv at stride 2 gives 2H+1; a 4-tap blur with pad (1, 1) brings it to 2H.
+            # Both run fused in polyphase form (upconv_weight); the blur's kernel is kept as a buffer.
             self.blur = Blur(gain=4.0, pad=(1, 1))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -108,8 +163,9 @@ class ModulatedConv2d(nn.Module):
         weight = self.weight[0] * self.scale  # (out, in, k, k)
         x = x * style[:, :, None, None]
         if self.upsample:
-            out = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
-            out = self.blur(out)
+            out = F.pixel_shuffle(F.conv2d(x, upconv_weight(weight, self.blur.kernel), padding=1), 2)
+            if x.is_contiguous(memory_format=torch.channels_last):
+                out = out.contiguous(memory_format=torch.channels_last)
         else:
             out = F.conv2d(x, weight, padding=self.kernel_size // 2)
         if self.demodulate:
@@ -140,7 +196,8 @@ class Upsample(nn.Module):
         self.register_buffer("kernel", make_fir_kernel(gain=4.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return upfirdn(x, self.kernel, up=2, pad=(2, 1))
+        weight = upsample_weight(self.kernel.to(x.dtype), x.shape[1])
+        return F.pixel_shuffle(F.conv2d(x, weight, padding=1, groups=x.shape[1]), 2)
 
 
 class NoiseInjection(nn.Module):

@@ -111,6 +111,8 @@ class StyleGAN2Generator(nn.Module):
             r = 2 ** ((i + 5) // 2)
             self.noises.register_buffer(f"noise_{i}", torch.randn(1, 1, r, r, generator=gen))
         self.register_buffer("w_avg", torch.zeros(config.w_dim))
+        # activations in NHWC (set by bench.accel on CUDA): tensor-core convolutions want that layout
+        self.channels_last = False
         self.description = f"StyleGAN2 {config.resolution}px, w_dim {config.w_dim}"
 
     # ----------------------------------------------------------------------------------- mapping
@@ -144,6 +146,9 @@ class StyleGAN2Generator(nn.Module):
             raise ValueError(f"base resolution must be a power of two in [8, {self.resolution}], got {res}")
         return j
 
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
     def _run_blocks(self, x: torch.Tensor, skip: torch.Tensor | None, ws: torch.Tensor,
                     start: int) -> torch.Tensor:
         for j in range(start, len(self.to_rgbs)):
@@ -155,7 +160,7 @@ class StyleGAN2Generator(nn.Module):
     def synthesis(self, ws: torch.Tensor) -> torch.Tensor:
         """Render ws (N, num_ws, w_dim) to images (N, 3, R, R) with the constant noise maps."""
         self._check_ws(ws)
-        x = self.conv1(self.input(ws.shape[0]), ws[:, 0], self._noise(0))
+        x = self.conv1(self._layout(self.input(ws.shape[0])), ws[:, 0], self._noise(0))
         skip = self.to_rgb1(x, ws[:, 1])
         return self._run_blocks(x, skip, ws, 0)
 
@@ -163,7 +168,7 @@ class StyleGAN2Generator(nn.Module):
         """Output of the up-conv at resolution ``res`` (the F/W+ base code f), (N, C_res, res, res)."""
         self._check_ws(ws)
         j_base = self._block_index(res)
-        x = self.conv1(self.input(ws.shape[0]), ws[:, 0], self._noise(0))
+        x = self.conv1(self._layout(self.input(ws.shape[0])), ws[:, 0], self._noise(0))
         for j in range(j_base):
             x = self.convs[2 * j](x, ws[:, 2 * j + 1], self._noise(2 * j + 1))
             x = self.convs[2 * j + 1](x, ws[:, 2 * j + 2], self._noise(2 * j + 2))
@@ -179,7 +184,7 @@ class StyleGAN2Generator(nn.Module):
         expected = (self.config.channels[res], res, res)
         if f.ndim != 4 or tuple(f.shape[1:]) != expected or f.shape[0] != ws.shape[0]:
             raise ValueError(f"f must have shape (N, {expected}) with N = {ws.shape[0]}, got {tuple(f.shape)}")
-        x = self.convs[2 * j + 1](f, ws[:, 2 * j + 2], self._noise(2 * j + 2))
+        x = self.convs[2 * j + 1](self._layout(f), ws[:, 2 * j + 2], self._noise(2 * j + 2))
         skip = self.to_rgbs[j](x, ws[:, 2 * j + 3], None)
         return self._run_blocks(x, skip, ws, j + 1)
 

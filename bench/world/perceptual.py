@@ -58,12 +58,26 @@ class WorldPerceptual:
     def __init__(self, net: AttributeNet) -> None:
         self.net = net
 
-    def layer_maps(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-        """Per-stage distance maps (N, 1, h, w)."""
+    @staticmethod
+    def _resize(x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != NET_RESOLUTION:
             x = F.interpolate(x, size=NET_RESOLUTION, mode="bilinear", antialias=True, align_corners=False)
-            y = F.interpolate(y, size=NET_RESOLUTION, mode="bilinear", antialias=True, align_corners=False)
-        return self._maps(x, y)
+        return x
+
+    def layer_maps(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+        """Per-stage distance maps (N, 1, h, w)."""
+        return self._maps(self._resize(x), self._resize(y))
+
+    def against(self, y: torch.Tensor):
+        """``x -> d(x, y)`` with y's unit-normalised features computed once (for optimisation loops)."""
+        with torch.no_grad():
+            fy = [_unit(f) for f in self.net.features(self._resize(y))]
+
+        def distance(x: torch.Tensor) -> torch.Tensor:
+            fx = self.net.features(self._resize(x))
+            return sum((_unit(a) - b).square().sum(dim=1).mean(dim=(1, 2)) for a, b in zip(fx, fy, strict=True))
+
+        return distance
 
     def _maps(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
         feats = self.net.features(torch.cat([x, y]))

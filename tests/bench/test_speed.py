@@ -15,7 +15,9 @@ def test_speed_cli_tiny_smoke():
     assert len(rows) == 2
     for line in rows:
         cells = [c.strip() for c in line.strip("|").split("|")]
-        assert float(cells[2]) > 0 and float(cells[3]) > 0 and cells[4].endswith("x")
+        assert cells[1] == "fp32" and cells[2] == "2"
+        assert all(float(cells[k]) > 0 for k in (3, 4, 5)) and cells[6].endswith("x") and cells[7].endswith("x")
+        assert float(cells[8]) > 0  # GFLOP per image-step counted
 
 
 def test_flops_per_image_step_matches_a_closed_form_count():
@@ -30,6 +32,11 @@ def test_flops_per_image_step_matches_a_closed_form_count():
         gen.synthesis(gen.w_avg.expand(1, gen.num_ws, -1))
     per_step = sp._flops_per_image_step("im2s", gen, perceptual, targets)
     assert 1.5 * fwd.get_total_flops() < per_step < 2.5 * fwd.get_total_flops()
+
+
+def test_speed_refuses_a_fast_precision_on_the_cpu():
+    result = CliRunner().invoke(main, ["speed", "--config", "tiny", "--precision", "bf16", "--device", "cpu"])
+    assert result.exit_code != 0 and "needs a CUDA device" in result.output
 
 
 def test_unknown_config_is_refused():

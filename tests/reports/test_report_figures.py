@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from reports import RunDirError, cell_dpi, figure_grid, load_results, metric_curve, safe_label, summary_table
-from reports.figures import MISSING_GREY
+from reports.figures import GAP_IN, LABEL_IN, MISSING_GREY, TITLE_IN
 
 METHODS = ["fwplus16", "im2s"]  # results.csv order: the grid's row order after "input"
 KINDS = ["input", *METHODS]
@@ -73,10 +73,10 @@ def test_grid_size_scales_with_rows_and_cols(run: Path, tmp_path: Path) -> None:
     full = _pixels(figure_grid(run, "identity", tmp_path / "a.png"))
     two = _pixels(figure_grid(run, "identity", tmp_path / "b.png", max_items=2))
     height, width = full.shape[:2]
-    # 4 item columns + a label column narrower than 1.5 cells; 3 rows + a title band under one cell.
-    assert 4 * dpi + 0.5 * dpi <= width <= 4 * dpi + 1.5 * dpi
-    assert 3 * dpi < height <= 3 * dpi + dpi
-    assert abs((width - two.shape[1]) - 2 * dpi) <= 2 and two.shape[0] == height
+    # Each cell is one inch (dpi px) plus a white gap; a label band on the left, a title band on top.
+    pitch = dpi + round(GAP_IN * dpi)
+    assert (width, height) == (round(LABEL_IN * dpi) + 4 * pitch, round(TITLE_IN * dpi) + 3 * pitch)
+    assert width - two.shape[1] == 2 * pitch and two.shape[0] == height
 
 
 def test_grid_places_each_sample_in_its_cell(run: Path, tmp_path: Path) -> None:

@@ -1,0 +1,122 @@
+"""The fast path of optimisation-based inversion: precision, memory layout and batch size on the GPU.
+
+- **Precision** (``--precision``): ``fp32`` (strict float32, TF32 off: the reference), ``tf32`` (float32
+  tensors, matrix products and convolutions on TF32 tensor cores) or ``bf16`` (autocast: convolutions and
+  matrix products in bfloat16 on tensor cores, reductions in float32; latent codes, their gradients and Adam
+  stay float32). ``auto`` is ``bf16`` on CUDA and ``fp32`` on the CPU; the quality parity of the fast path
+  against float32 one image at a time is tested on the GPU (``tests/accel/test_parity.py``,
+  ``benchmarks/RESULTS.md``).
+- **Memory layout**: on CUDA the generator's activations and the perceptual networks run channels-last
+  (NHWC), the layout tensor-core convolutions want.
+- **Batch size** (``--batch-size auto``): from free GPU memory, measured with a two-step probe inversion at
+  batch 1 and 2 (per-image peak memory = the difference); the runner halves a batch and retries on
+  out-of-memory, and keeps the smaller size for the method's later batches.
+
+Batching does not change results: every loss is per image and Adam is element-wise (``methods.optim``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+PRECISION_CHOICES = ("auto", *PRECISIONS)
+AUTO_BATCH_CAP = 256
+CPU_AUTO_BATCH = 8
+MEMORY_FRACTION = 0.8
+
+
+@dataclass(frozen=True)
+class Accel:
+    """How inversion runs on a device: ``precision`` in :data:`PRECISIONS`, channels-last or not."""
+
+    precision: str = "fp32"
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision {self.precision!r}: expected one of {', '.join(PRECISION_CHOICES)}")
+
+    @property
+    def label(self) -> str:
+        """e.g. ``bf16, channels-last``."""
+        return self.precision + (", channels-last" if self.channels_last else "")
+
+    @contextlib.contextmanager
+    def context(self, device: torch.device) -> Iterator[None]:
+        """Run the enclosed inversion at this precision (restores the global TF32 flags on exit)."""
+        if device.type != "cuda":
+            if self.precision != "fp32":
+                raise ValueError(f"--precision {self.precision} needs a CUDA device, got {device}")
+            yield
+            return
+        saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        tf32 = self.precision != "fp32"
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+        try:
+            if self.precision == "bf16":
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    yield
+            else:
+                yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+    def prepare(self, generator: torch.nn.Module, *networks: object) -> None:
+        """Set the memory layout of the generator's activations and of the networks' weights."""
+        if hasattr(generator, "channels_last"):
+            generator.channels_last = self.channels_last
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        for net in networks:
+            module = net if isinstance(net, torch.nn.Module) else getattr(net, "net", None)
+            if isinstance(module, torch.nn.Module):
+                module.to(memory_format=layout)
+
+
+def resolve_accel(precision: str, device: torch.device) -> Accel:
+    """The :class:`Accel` for ``--precision`` (auto: bf16 + channels-last on CUDA, fp32 on the CPU)."""
+    if precision not in PRECISION_CHOICES:
+        raise ValueError(f"--precision {precision!r}: expected one of {', '.join(PRECISION_CHOICES)}")
+    cuda = device.type == "cuda"
+    if precision == "auto":
+        precision = "bf16" if cuda else "fp32"
+    return Accel(precision, channels_last=cuda)
+
+
+def probe_batch_size(invert: Callable[[int], object], device: torch.device, limit: int,
+                     cap: int = AUTO_BATCH_CAP) -> tuple[int, str]:
+    """Largest batch that fits in free GPU memory, from probe inversions at batch 1 and 2.
+
+    Args:
+        invert: ``batch -> anything``; runs a short inversion of that many images (the probe).
+        device: the CUDA device (on the CPU the answer is :data:`CPU_AUTO_BATCH`).
+        limit: never more than this (e.g. the number of images to invert).
+        cap: never more than this.
+
+    Returns:
+        ``(batch, note)``, the note saying how it was chosen.
+    """
+    limit = max(1, min(limit, cap))
+    if device.type != "cuda":
+        return min(CPU_AUTO_BATCH, limit), f"{min(CPU_AUTO_BATCH, limit)} (CPU default)"
+    peaks = []
+    for b in (1, 2):
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        invert(b)
+        torch.cuda.synchronize(device)
+        peaks.append(torch.cuda.max_memory_allocated(device) - base)
+    per_image = max(peaks[1] - peaks[0], 1)
+    fixed = max(peaks[0] - per_image, 0)
+    free, _ = torch.cuda.mem_get_info(device)
+    fits = int((free * MEMORY_FRACTION - fixed) // per_image)
+    batch = max(1, min(fits, limit))
+    note = (f"{batch} (probe: {per_image / 2**20:.0f} MiB per image, {free / 2**30:.1f} GiB free; "
+            f"{MEMORY_FRACTION:.0%} used, at most {limit})")
+    return batch, note
