@@ -9,7 +9,7 @@
 - **Memory layout**: on CUDA the generator's activations and the perceptual networks run channels-last
   (NHWC), the layout tensor-core convolutions want.
 - **Batch size** (``--batch-size auto``): from free GPU memory, measured with a two-step probe inversion at
-  batch 1 and 2 (per-image peak memory = the difference); the runner halves a batch and retries on
+  batch 2 and 6 (per-image peak memory from the difference); the runner halves a batch and retries on
   out-of-memory, and keeps the smaller size for the method's later batches.
 
 Batching does not change results: every loss is per image and Adam is element-wise (``methods.optim``).
@@ -28,6 +28,7 @@ PRECISION_CHOICES = ("auto", *PRECISIONS)
 AUTO_BATCH_CAP = 256
 CPU_AUTO_BATCH = 8
 MEMORY_FRACTION = 0.8
+PROBE_BATCHES = (2, 6)
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def resolve_accel(precision: str, device: torch.device) -> Accel:
 
 def probe_batch_size(invert: Callable[[int], object], device: torch.device, limit: int,
                      cap: int = AUTO_BATCH_CAP) -> tuple[int, str]:
-    """Largest batch that fits in free GPU memory, from probe inversions at batch 1 and 2.
+    """Largest batch that fits in free GPU memory, from probe inversions at batch 2 and 6 (PROBE_BATCHES).
 
     Args:
         invert: ``batch -> anything``; runs a short inversion of that many images (the probe).
@@ -104,7 +105,8 @@ def probe_batch_size(invert: Callable[[int], object], device: torch.device, limi
     if device.type != "cuda":
         return min(CPU_AUTO_BATCH, limit), f"{min(CPU_AUTO_BATCH, limit)} (CPU default)"
     peaks = []
-    for b in (1, 2):
+    small, large = PROBE_BATCHES
+    for b in (small, large):
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()
         base = torch.cuda.memory_allocated(device)
@@ -112,8 +114,8 @@ def probe_batch_size(invert: Callable[[int], object], device: torch.device, limi
         invert(b)
         torch.cuda.synchronize(device)
         peaks.append(torch.cuda.max_memory_allocated(device) - base)
-    per_image = max(peaks[1] - peaks[0], 1)
-    fixed = max(peaks[0] - per_image, 0)
+    per_image = max((peaks[1] - peaks[0]) / (large - small), 1.0)
+    fixed = max(peaks[0] - small * per_image, 0.0)
     free, _ = torch.cuda.mem_get_info(device)
     fits = int((free * MEMORY_FRACTION - fixed) // per_image)
     batch = max(1, min(fits, limit))

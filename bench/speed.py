@@ -183,13 +183,22 @@ def time_method(name: str, gen, perceptual, batch: int | str, steps: tuple[int, 
     if batch == "auto":
         batch, note = auto_batch(name, gen, perceptual, device, accel)
         log(f"{name}: batch {note}")
-    z = torch.randn(batch, gen.z_dim, generator=torch.Generator().manual_seed(0)).to(device)
-    with torch.no_grad():
-        targets = gen(z).clamp(-1, 1)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-    batched = _rate(name, gen, perceptual, targets, *steps, accel)
+    while True:
+        z = torch.randn(batch, gen.z_dim, generator=torch.Generator().manual_seed(0)).to(device)
+        with torch.no_grad():
+            targets = gen(z).clamp(-1, 1)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+        try:
+            batched = _rate(name, gen, perceptual, targets, *steps, accel)
+            break
+        except torch.cuda.OutOfMemoryError:
+            if batch == 1:
+                raise
+            del targets, z
+            batch //= 2
+            log(f"{name}: out of memory; batch halved to {batch}")
     peak = torch.cuda.max_memory_allocated(device) / batch / 2**20 if device.type == "cuda" else float("nan")
     single = _rate(name, gen, perceptual, targets[:1], *steps, accel)
     single_fp32 = _rate(name, gen, perceptual, targets[:1], *steps, Accel()) if accel != Accel() else single

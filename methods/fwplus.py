@@ -32,7 +32,7 @@ from methods.base import (
     register_alias,
     register_preset,
 )
-from methods.optim import failure_reasons, mean_latent_wp, perceptual_note, run_adam, target_loss
+from methods.optim import failure_reasons, full_precision, mean_latent_wp, perceptual_note, run_adam, target_loss
 from methods.pnorm import pnorm_stats_for
 
 
@@ -99,8 +99,8 @@ class FWPlus(Method):
             raise ValueError(f"method {self.name!r} needs its base-code encoder for {self.params.base_res}x"
                              f"{self.params.base_res}; none was given (bench zoo ls)")
         self.encoder.eval()
-        with torch.no_grad():
-            return self.encoder(encoder_input(targets, self.params.base_res)).float()
+        with torch.no_grad(), full_precision(targets.device):
+            return self.encoder(encoder_input(targets.float(), self.params.base_res)).float()
 
     def invert(self, targets: torch.Tensor, generator: GeneratorLike, *, seeds: Sequence[int],
                perceptual: PerceptualLike | None = None) -> Inversion:

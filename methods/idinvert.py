@@ -49,7 +49,7 @@ from methods.base import (
     check_targets,
     register_preset,
 )
-from methods.optim import failure_reasons, perceptual_note, run_adam, target_loss
+from methods.optim import failure_reasons, full_precision, perceptual_note, run_adam, target_loss
 
 PERCEPTUAL_WEIGHT = 0.05  # see the module docstring: same role as the published 5e-5 on VGG conv4_3
 
@@ -191,8 +191,8 @@ class IDInvert(Method):
         check_targets(targets, generator.resolution)
         p = self.params
         enc = self._checked_encoder(generator)
-        with torch.no_grad():
-            wp_init = encode(enc, targets).float()
+        with torch.no_grad(), full_precision(targets.device):
+            wp_init = encode(enc, targets.float()).float()
         wp = wp_init.clone().requires_grad_(True)
 
         recon = target_loss(targets, perceptual, p.mse_weight, p.perceptual_weight)

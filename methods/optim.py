@@ -7,8 +7,9 @@ the same result as N runs of one image.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,22 @@ def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, perceptual: Pe
     if perceptual is not None and perceptual_weight:
         loss = loss + perceptual_weight * perceptual(pred, target)
     return loss
+
+
+@contextlib.contextmanager
+def full_precision(device: torch.device) -> Iterator[None]:
+    """Float32 without autocast and without TF32, for one-off passes inside a reduced-precision fast path.
+
+    An encoder's initial code is computed this way (``bench.accel``), so the optimisation starts from the
+    same code at every precision.
+    """
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.autocast(device.type, enabled=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def target_loss(targets: torch.Tensor, perceptual: PerceptualLike | None, mse_weight: float,

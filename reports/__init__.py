@@ -1,5 +1,6 @@
 """Report stage: tables and figures read from run directories (never from models)."""
 
+from reports.edit_figure import edit_figure
 from reports.figures import cell_dpi, figure_grid, metric_curve, safe_label
 from reports.html import write_html
 from reports.rundir import (
@@ -28,6 +29,7 @@ __all__ = [
     "RunDirError",
     "cell_dpi",
     "check_run_dir",
+    "edit_figure",
     "figure_grid",
     "load_metric_info",
     "load_results",

@@ -6,6 +6,7 @@ that drawing needs no display, leaves the caller's matplotlib backend alone and 
 
 from __future__ import annotations
 
+import io
 import math
 import re
 from collections.abc import Collection, Mapping, Sequence
@@ -97,21 +98,28 @@ def _methods(run_dir: Path, index: pd.DataFrame, methods: Sequence[str] | None =
 def _save(fig: Figure, out_path: str | Path, dpi: float, **kwargs: object) -> Path:
     """Write the figure as PNG at ``out_path`` and as a PDF twin beside it (for papers); returns the PNG.
 
-    Without ``kwargs`` (figures laid out in pixels) the PNG is written as RGB through PIL at level 9:
-    no alpha channel, about 13% smaller than matplotlib's RGBA for the sample mosaics.
+    Sample figures (no ``kwargs``) are stored losslessly as RGB at compression level 9. Plots (drawn with
+    ``kwargs`` such as ``bbox_inches``) are stored with a 256-colour palette: only the antialiased edges
+    change (mean 0.4/255), and the file is about a third of the RGBA one, which matters in report.html.
     """
-    def writer(fmt: str):
-        return lambda tmp: fig.savefig(tmp, dpi=dpi, format=fmt, facecolor="white", **kwargs)
+    def pdf(tmp: Path) -> None:
+        fig.savefig(tmp, dpi=dpi, format="pdf", facecolor="white", **kwargs)
 
-    def rgb_png(tmp: Path) -> None:
-        fig.set_dpi(dpi)
-        fig.patch.set_facecolor("white")
-        FigureCanvasAgg(fig).draw()
-        rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3]
-        Image.fromarray(rgb).save(tmp, format="png", dpi=(dpi, dpi), optimize=True)
+    def png(tmp: Path) -> None:
+        if kwargs:
+            buffer = io.BytesIO()
+            fig.savefig(buffer, dpi=dpi, format="png", facecolor="white", **kwargs)
+            with Image.open(buffer) as image:
+                out = image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        else:
+            fig.set_dpi(dpi)
+            fig.patch.set_facecolor("white")
+            FigureCanvasAgg(fig).draw()
+            out = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3])
+        out.save(tmp, format="png", dpi=(dpi, dpi), optimize=True)
 
-    write_atomic(Path(out_path).with_suffix(".pdf"), writer("pdf"))
-    return write_atomic(out_path, writer("png") if kwargs else rgb_png)
+    write_atomic(Path(out_path).with_suffix(".pdf"), pdf)
+    return write_atomic(out_path, png)
 
 
 def _draw_cell(fig: Figure, rect: list[float], cell: np.ndarray | str, dpi: int) -> None:

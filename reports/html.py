@@ -44,21 +44,23 @@ IMAGE_TYPES = {
 """Figure files that browsers show in ``<img>`` (a PDF is not one: pass its PNG twin)."""
 
 FAILED_ROWS_SHOWN = 100
+TIMING_ROWS_SHOWN = 20
 MAX_FIGURE_BYTES = 7 * 2**20
 """Figures embedded in one report, in bytes: about 9.3 MB of base64, so the page stays under ~10 MB."""
 PER_TRANSFORM_PREFIXES = ("grid_", "edits_")
 
 _CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; padding: 0 1em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1em; }
-th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #ddd; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 90em; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.85em; display: block; overflow-x: auto; }
+th, td { padding: 0.2em 0.5em; border-bottom: 1px solid #ddd; }
 thead th { border-bottom: 2px solid #444; }
-td { text-align: right; font-variant-numeric: tabular-nums; }
+td { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 th { text-align: left; }
 figure { margin: 1em 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption, .note { color: #555; font-size: 0.9em; }
 pre { background: #f6f6f6; padding: 0.5em; overflow-x: auto; }
+details { margin: 1em 0; }
 """
 
 # Nothing but inline styles and data: images may load, even if someone edits the file later.
@@ -175,7 +177,15 @@ def _timing_html(dirs: Sequence[Path]) -> str:
         [r.method, r.transform, f"{r.items:g}", f"{r.seconds:.1f}", _per_item(r.seconds, r.items)]
         for r in total.itertuples(index=False)
     ]
-    return "<h2>Timing</h2>\n" + _table(["method", "transform", "items", "seconds", "s / item"], rows)
+    table = _table(["method", "transform", "items", "seconds", "s / item"], rows)
+    if len(rows) <= TIMING_ROWS_SHOWN:
+        return "<h2>Timing</h2>\n" + table
+    # many transforms: per-method totals first, the full table folded (it would push the figures far down)
+    per_method = timing.groupby("method", sort=False)[["items", "seconds"]].sum()
+    head = [[r.method, f"{r.items:g}", f"{r.seconds:.1f}", _per_item(r.seconds, r.items)]
+            for r in per_method.reset_index().itertuples(index=False)]
+    return ("<h2>Timing</h2>\n" + _table(["method", "items (all transforms)", "seconds", "s / item"], head)
+            + f"<details><summary>Per transform ({len(rows)} rows)</summary>\n{table}</details>\n")
 
 
 def embed_image(path: str | Path) -> str:
@@ -243,12 +253,26 @@ def _figures_html(figures: Sequence[str | Path], left_out: Sequence[Path] = ()) 
     out = ["<h2>Figures</h2>\n"]
     if left_out:
         names = ", ".join(f.name for f in left_out)
-        out.append(f'<p class="note">Not embedded, to keep this file small ({len(left_out)} figures; they are '
-                   f"PNG files, each with a PDF twin, in the report folder beside this file): {_e(names)}.</p>\n")
+        out.append(f'<p class="note">Not embedded, to keep this page small: {len(left_out)} figures that '
+                   f"<code>bench report</code> writes beside it (PNG, each with a PDF twin): {_e(names)}.</p>\n")
     for fig in map(Path, figures):
         out.append(f'<figure><img src="{embed_image(fig)}" alt="{_e(fig.name)}">'
                    f"<figcaption>{_e(fig.name)}</figcaption></figure>\n")
     return "".join(out)
+
+
+def _results_html(summary: pd.DataFrame, metric_info: MetricInfoLike) -> str:
+    """The metric tables; the per-edit ones (``edit[LABEL]/...``, many per run) folded in a ``<details>``."""
+    is_edit = summary["metric"].astype(str).str.startswith("edit[")
+    info = dict(metric_info)
+    main = to_html(summary[~is_edit], {k: v for k, v in info.items() if not k.startswith("edit[")})
+    if not is_edit.any():
+        return main
+    edits = to_html(summary[is_edit], {k: v for k, v in info.items() if k.startswith("edit[")})
+    count = summary.loc[is_edit, "metric"].astype(str).nunique()
+    tables = f"{count} table" + ("s" if count != 1 else "")
+    return (main + f"<details><summary><b>Edit metrics</b>: {tables}, one per edit and metric "
+            "(click to open)</summary>\n" + edits + "</details>\n")
 
 
 def render_html(
@@ -271,7 +295,7 @@ def render_html(
         + _runs_html(dirs, _run_names(dirs))
         + "<h2>Results</h2>\n<p>Each cell: mean ± sample std over ok rows (items × seeds); best per column in "
         + f"bold; {NAN_TEXT} = no value.</p>\n"
-        + to_html(summary, metric_info)
+        + _results_html(summary, metric_info)
         + _failed_html(df)
         + _timing_html(dirs)
         + _figures_html(figures, left_out)

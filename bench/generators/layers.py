@@ -158,22 +158,33 @@ class ModulatedConv2d(nn.Module):
             # Both run fused in polyphase form (upconv_weight); the blur's kernel is kept as a buffer.
             self.blur = Blur(gain=4.0, pad=(1, 1))
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def modulated(self, x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The convolution of the style-modulated input and the demodulation coefficients (N, out), or None.
+
+        ``forward`` is their product; :class:`StyledConv` folds the coefficients into its epilogue instead.
+        The activations keep their dtype (bf16 under autocast); the coefficients are computed in float32.
+        """
         style = self.modulation(w)  # (N, in)
         weight = self.weight[0] * self.scale  # (out, in, k, k)
-        x = x * style[:, :, None, None]
+        x = x * style.to(x.dtype)[:, :, None, None]
         if self.upsample:
             out = F.pixel_shuffle(F.conv2d(x, upconv_weight(weight, self.blur.kernel), padding=1), 2)
             if x.is_contiguous(memory_format=torch.channels_last):
                 out = out.contiguous(memory_format=torch.channels_last)
         else:
             out = F.conv2d(x, weight, padding=self.kernel_size // 2)
-        if self.demodulate:
+        if not self.demodulate:
+            return out, None
+        with torch.autocast(x.device.type, enabled=False):
             # sum_{i,k} (W_oik * s_i)^2 = (s^2) @ (sum_k W_oik^2)^T
-            wsq = weight.square().sum(dim=(2, 3))  # (out, in)
-            dcoef = torch.rsqrt(style.square() @ wsq.t() + 1e-8)  # (N, out)
-            out = out * dcoef[:, :, None, None]
-        return out
+            acc = torch.promote_types(weight.dtype, torch.float32)  # float32, or float64 for gradient checks
+            wsq = weight.to(acc).square().sum(dim=(2, 3))  # (out, in)
+            dcoef = torch.rsqrt(style.to(acc).square() @ wsq.t() + 1e-8)  # (N, out)
+        return out, dcoef
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        out, dcoef = self.modulated(x, w)
+        return out if dcoef is None else out * dcoef.to(out.dtype)[:, :, None, None]
 
 
 class Blur(nn.Module):
@@ -232,7 +243,17 @@ class StyledConv(nn.Module):
         self.activate = BiasLeakyReLU(out_ch)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return self.activate(self.noise(self.conv(x, w), noise))
+        """``activate(noise(conv(x, w)))`` in two elementwise passes: one multiply-add, one leaky ReLU.
+
+        With out, d = the modulated convolution and its demodulation coefficients, and g = sqrt(2) > 0,
+        ``g * lrelu(out * d + a * noise + b) = lrelu(out * (g d) + g (a * noise + b))``.
+        """
+        out, dcoef = self.conv.modulated(x, w)
+        shift = (self.activate.bias[None, :, None, None] + self.noise.weight * noise) * LRELU_GAIN
+        if out.is_contiguous(memory_format=torch.channels_last):
+            shift = shift.contiguous(memory_format=torch.channels_last)
+        scale = (dcoef * LRELU_GAIN).to(out.dtype)[:, :, None, None]
+        return F.leaky_relu(torch.addcmul(shift.to(out.dtype), out, scale), 0.2)
 
 
 class ToRGB(nn.Module):

@@ -86,8 +86,8 @@ def test_grid_places_each_sample_in_its_cell(run: Path, tmp_path: Path) -> None:
     for kind in KINDS:
         for item in ITEMS:
             mask = _mask(img, colour(kind, item))
-            # One cell of about one inch (less a thin white gap), drawn once.
-            assert 0.85 * dpi**2 <= mask.sum() <= 1.0 * dpi**2, (kind, item, mask.sum())
+            # One cell of exactly one inch (dpi pixels, the sample enlarged by a whole factor), drawn once.
+            assert mask.sum() == dpi**2, (kind, item, mask.sum())
             ys, xs = np.nonzero(mask)
             assert xs.max() - xs.min() < dpi and ys.max() - ys.min() < dpi
             centres[kind, item] = (ys.mean(), xs.mean())
