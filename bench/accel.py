@@ -3,9 +3,10 @@
 - **Precision** (``--precision``): ``fp32`` (strict float32, TF32 off: the reference), ``tf32`` (float32
   tensors, matrix products and convolutions on TF32 tensor cores) or ``bf16`` (autocast: convolutions and
   matrix products in bfloat16 on tensor cores, reductions in float32; latent codes, their gradients and Adam
-  stay float32). ``auto`` is ``bf16`` on CUDA and ``fp32`` on the CPU; the quality parity of the fast path
-  against float32 one image at a time is tested on the GPU (``tests/accel/test_parity.py``,
-  ``benchmarks/RESULTS.md``).
+  stay float32). ``auto`` is ``tf32`` on CUDA and ``fp32`` on the CPU: in the GPU parity test
+  (``tests/accel/test_parity.py``, figures in ``benchmarks/RESULTS.md``) TF32 kept Im2S and P-norm+ within
+  0.012 dB of float32 one image at a time, while bf16 moved Im2S's final loss by up to 0.11 dB and F/W+'s
+  by up to 0.47 dB (worse, systematically). bf16 is the fastest path (``--precision bf16``).
 - **Memory layout**: on CUDA the generator's activations and the perceptual networks run channels-last
   (NHWC), the layout tensor-core convolutions want.
 - **Batch size** (``--batch-size auto``): from free GPU memory, measured with a two-step probe inversion at
@@ -79,12 +80,12 @@ class Accel:
 
 
 def resolve_accel(precision: str, device: torch.device) -> Accel:
-    """The :class:`Accel` for ``--precision`` (auto: bf16 + channels-last on CUDA, fp32 on the CPU)."""
+    """The :class:`Accel` for ``--precision`` (auto: TF32 + channels-last on CUDA, fp32 on the CPU)."""
     if precision not in PRECISION_CHOICES:
         raise ValueError(f"--precision {precision!r}: expected one of {', '.join(PRECISION_CHOICES)}")
     cuda = device.type == "cuda"
     if precision == "auto":
-        precision = "bf16" if cuda else "fp32"
+        precision = "tf32" if cuda else "fp32"
     return Accel(precision, channels_last=cuda)
 
 

@@ -66,7 +66,7 @@ def main() -> None:
 @click.option("--batch-size", type=BATCH_SIZE, default=None,
               help="Images inverted together, or auto: from free GPU memory (8 on the CPU).  [default: auto]")
 @click.option("--precision", type=click.Choice(PRECISION_CHOICES), default=None,
-              help="Inversion arithmetic: auto = bf16 autocast on CUDA, fp32 on the CPU.  [default: auto]")
+              help="Inversion arithmetic: auto = TF32 on CUDA, fp32 on the CPU; bf16 = fastest.  [default: auto]")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N.  [default: auto]")
 @click.option("--run-dir", default=None, help="Output folder; re-running with it resumes.  [default: runs/DATE]")
 @click.option("--metric", "metrics", multiple=True, help="Metric name, repeatable (bench ls metrics). [default: all]")
@@ -205,7 +205,7 @@ def ls(what: str) -> None:
 @click.option("--batch", type=BATCH_SIZE, default=32, help="Batch size of the batched run, or auto (free memory).")
 @click.option("--steps", default="5,25", help="LO,HI optimiser steps; the rate is taken from their difference.")
 @click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto",
-              help="Fast-path precision (auto: bf16 on CUDA, fp32 on the CPU); one image at a time is also timed "
+              help="Fast-path precision (auto: TF32 on CUDA, fp32 on the CPU); one image at a time is also timed "
                    "in fp32.")
 @click.option("--device", default="auto", help="auto, cpu, cuda.")
 def speed(config_name: str, methods: str, batch, steps: str, precision: str, device: str) -> None:

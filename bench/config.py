@@ -44,7 +44,7 @@ class RunConfig:
         steps: optimisation steps for every method (overrides the profile).
         profile: ``auto`` (quick on CPU, paper on GPU), ``quick`` or ``paper``.
         batch_size: images inverted together, or ``"auto"`` (from free GPU memory; 8 on the CPU).
-        precision: ``auto`` (bf16 on CUDA, fp32 on the CPU), ``fp32``, ``tf32`` or ``bf16`` (``bench.accel``).
+        precision: ``auto`` (TF32 on CUDA, fp32 on the CPU), ``fp32``, ``tf32`` or ``bf16`` (``bench.accel``).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         run_dir: output folder; an existing run with the same configuration is resumed.
         metrics: metric names; empty = all defaults.
