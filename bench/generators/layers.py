@@ -11,7 +11,8 @@ same function as the grouped formulation up to float rounding.
 [1, 3, 3, 1] FIR filter is one linear map, which equals a dense 3x3 convolution of the low-resolution input
 into 4 x C_out channels (one set per output phase) followed by a pixel shuffle. That runs as one ordinary
 convolution on tensor cores, with no zero-filled intermediate and no separate depthwise blur, and is the
-same function as the two-step form (tested against it) up to float rounding. The RGB skip's FIR
+same function as the two-step form (tested against it) up to float rounding; it is used on CUDA, where it
+is faster, and the two-step form on the CPU, where it is. The RGB skip's FIR
 upsampling is likewise a 3-group convolution and a pixel shuffle. Other FIR filters (``upfirdn``, used by
 the discriminator) are depthwise convolutions; there are no custom CUDA kernels.
 """
@@ -25,6 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 BLUR_KERNEL = (1.0, 3.0, 3.0, 1.0)
+# where the up-convolution runs in polyphase form: "cuda" (default), "always" or "never" (tests set it)
+POLYPHASE = "cuda"
 LRELU_GAIN = math.sqrt(2.0)
 
 
@@ -167,10 +170,15 @@ class ModulatedConv2d(nn.Module):
         style = self.modulation(w)  # (N, in)
         weight = self.weight[0] * self.scale  # (out, in, k, k)
         x = x * style.to(x.dtype)[:, :, None, None]
-        if self.upsample:
+        if self.upsample and (POLYPHASE == "always" or (POLYPHASE == "cuda" and x.is_cuda)):
+            # one dense convolution on tensor cores instead of a transposed one plus a memory-bound blur
             out = F.pixel_shuffle(F.conv2d(x, upconv_weight(weight, self.blur.kernel), padding=1), 2)
             if x.is_contiguous(memory_format=torch.channels_last):
                 out = out.contiguous(memory_format=torch.channels_last)
+        elif self.upsample:
+            # on the CPU the polyphase form's 4x multiply-adds cost more than the blur saves (174 vs 130 ms
+            # per world-generator step at batch 8, benchmarks/RESULTS.md): the two-step form, same function
+            out = self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), stride=2))
         else:
             out = F.conv2d(x, weight, padding=self.kernel_size // 2)
         if not self.demodulate:

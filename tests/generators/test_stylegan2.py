@@ -33,7 +33,12 @@ def gen():
     return random_generator()
 
 
-def test_matches_naive_reference(gen):
+@pytest.mark.parametrize("polyphase", ["never", "always"])
+def test_matches_naive_reference(gen, polyphase, monkeypatch):
+    """Both forms of the 2x up-convolution (two-step on the CPU, polyphase on CUDA) match the naive model."""
+    from bench.generators import layers
+
+    monkeypatch.setattr(layers, "POLYPHASE", polyphase)
     z = torch.randn(3, gen.z_dim, generator=torch.Generator().manual_seed(1))
     sd = gen.state_dict()
     w = gen.mapping(z)
@@ -173,3 +178,25 @@ def test_safetensors_roundtrip(tmp_path, gen):
     ws = torch.randn(1, gen.num_ws, gen.w_dim)
     with torch.no_grad():
         assert torch.equal(loaded.synthesis(ws), gen.synthesis(ws))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_polyphase_forms_equal_the_two_step_forms(seed):
+    """Up-conv: transposed 3x3 at stride 2 then a 4x4 FIR (pad 1) = dense 3x3 into 4 C_out + pixel shuffle;
+    RGB skip: zero insertion, pad (2, 1), FIR = 3-group 3x3 + pixel shuffle. Float64, random (asymmetric)
+    kernels, so a flipped or transposed tap cannot cancel out."""
+    import torch.nn.functional as F
+
+    from bench.generators.layers import make_fir_kernel, upconv_weight, upfirdn, upsample_weight
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 5, 7, 6, generator=g, dtype=torch.float64)
+    w = torch.randn(4, 5, 3, 3, generator=g, dtype=torch.float64)
+    for k in (make_fir_kernel(gain=4.0).double(), torch.randn(4, 4, generator=g, dtype=torch.float64)):
+        two_step = upfirdn(F.conv_transpose2d(x, w.transpose(0, 1), stride=2), k, pad=(1, 1))
+        poly = F.pixel_shuffle(F.conv2d(x, upconv_weight(w, k), padding=1), 2)
+        assert poly.shape == two_step.shape == (2, 4, 14, 12)
+        assert (poly - two_step).abs().max() < 1e-12
+        two_step = upfirdn(x, k, up=2, pad=(2, 1))
+        poly = F.pixel_shuffle(F.conv2d(x, upsample_weight(k, 5), padding=1, groups=5), 2)
+        assert poly.shape == two_step.shape and (poly - two_step).abs().max() < 1e-12
