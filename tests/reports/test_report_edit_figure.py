@@ -20,6 +20,8 @@ from reports.edit_figure import (
 )
 from reports.figures import GAP_IN, MISSING_GREY, TITLE_IN, cell_dpi, split_edit_kind
 from reports.html import choose_figures, key_transforms
+from tests.reports.images import mask as colour_mask
+from tests.reports.images import pixels
 
 METHODS = ["fwplus16", "im2s", "w"]  # w has no edited samples (a method that cannot edit)
 EDITS = ["age:+2", "smile:+1", "age:-2", "age:-1", "smile:-1", "age:+1"]  # run order, not figure order
@@ -72,14 +74,6 @@ def run(tmp_path: Path) -> Path:
     return make_run(tmp_path)
 
 
-def _pixels(path: Path) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("RGB"))
-
-
-def _mask(img: np.ndarray, rgb: tuple[int, int, int]) -> np.ndarray:
-    return np.all(img == np.array(rgb, np.uint8), axis=-1)
-
-
 def test_edit_kinds_and_columns() -> None:
     assert split_edit_kind("im2s smile:+2", ["im2s"]) == ("im2s", "smile", 2.0)
     assert split_edit_kind("im2s dirs/my dir.npy:-0.5", ["im2s"]) == ("im2s", "dirs/my dir.npy", -0.5)
@@ -90,25 +84,25 @@ def test_edit_kinds_and_columns() -> None:
 
 
 def test_grid_has_no_edit_rows(run: Path, tmp_path: Path) -> None:
-    img = _pixels(figure_grid(run, "R30", tmp_path / "g.png"))
+    img = pixels(figure_grid(run, "R30", tmp_path / "g.png"))
     dpi = cell_dpi(RES)
     pitch = dpi + round(GAP_IN * dpi)
     assert img.shape[0] == round(TITLE_IN * dpi) + (1 + len(METHODS)) * pitch  # input + one row per method
     for item in ITEMS:
         for kind in ALL_KINDS:
-            drawn = _mask(img, colour(kind, item, "R30")).sum()
+            drawn = colour_mask(img, colour(kind, item, "R30")).sum()
             assert drawn == (0 if " " in kind else dpi**2), (kind, item)
 
 
 def test_edit_figure_layout(run: Path, tmp_path: Path) -> None:
     png = edit_figure(run, "R30", tmp_path / "e.png")
     assert (tmp_path / "e.pdf").read_bytes().startswith(b"%PDF")
-    img = _pixels(png)
+    img = pixels(png)
     pitch = RES + EDIT_GAP_PX  # native resolution: a 64 px sample is a 64 px cell
     cols = 2 + len(COLUMNS)
     assert img.shape[:2] == (TITLE_PX + len(METHODS) * pitch, LABEL_PX + cols * pitch + 2 * GROUP_GAP_PX)
     item = ITEMS[0]  # the first sample item by default
-    assert not any(_mask(img, colour(k, ITEMS[1], "R30")).any() for k in ALL_KINDS)
+    assert not any(colour_mask(img, colour(k, ITEMS[1], "R30")).any() for k in ALL_KINDS)
     for r, method in enumerate(METHODS):
         titles = {"input": "input", method: "recon", **{f"{method} {e}": e.replace(":", " ") for e in EDITS}}
         y = TITLE_PX + r * pitch
@@ -119,14 +113,14 @@ def test_edit_figure_layout(run: Path, tmp_path: Path) -> None:
             if method == "w" and c >= 2:  # no edit samples: grey cells saying so
                 assert (cell == MISSING_GREY).mean() > 0.8, (method, title)
             else:
-                assert _mask(cell, colour(kind, item, "R30")).all(), (method, title)
-                assert _mask(img, colour(kind, item, "R30")).sum() == RES * RES * (1 if kind != "input" else 3)
+                assert colour_mask(cell, colour(kind, item, "R30")).all(), (method, title)
+                assert colour_mask(img, colour(kind, item, "R30")).sum() == RES * RES * (1 if kind != "input" else 3)
 
 
 def test_edit_figure_item_and_errors(run: Path, tmp_path: Path) -> None:
-    img = _pixels(edit_figure(run, "T50", tmp_path / "e.png", item="s-0"))
-    assert _mask(img, colour("im2s age:+2", "s-0", "T50")).sum() == RES * RES
-    assert not _mask(img, colour("im2s age:+2", "s-1", "T50")).any()
+    img = pixels(edit_figure(run, "T50", tmp_path / "e.png", item="s-0"))
+    assert colour_mask(img, colour("im2s age:+2", "s-0", "T50")).sum() == RES * RES
+    assert not colour_mask(img, colour("im2s age:+2", "s-1", "T50")).any()
     with pytest.raises(ValueError, match=r"no samples of item 'nope' under 'T50'"):
         edit_figure(run, "T50", tmp_path / "x.png", item="nope")
     with pytest.raises(ValueError, match=r"no samples for transform 'R99'"):

@@ -10,6 +10,8 @@ from PIL import Image
 
 from reports import RunDirError, cell_dpi, figure_grid, load_results, metric_curve, safe_label, summary_table
 from reports.figures import GAP_IN, LABEL_IN, MISSING_GREY, TITLE_IN
+from tests.reports.images import mask as colour_mask
+from tests.reports.images import pixels
 
 METHODS = ["fwplus16", "im2s"]  # results.csv order: the grid's row order after "input"
 KINDS = ["input", *METHODS]
@@ -55,14 +57,6 @@ def run(tmp_path: Path) -> Path:
     return make_run(tmp_path)
 
 
-def _pixels(path: Path) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("RGB"))
-
-
-def _mask(img: np.ndarray, rgb: tuple[int, int, int]) -> np.ndarray:
-    return np.all(img == np.array(rgb, np.uint8), axis=-1)
-
-
 def test_cell_dpi() -> None:
     assert cell_dpi(64) == 128 and cell_dpi(32) == 96 and cell_dpi(128) == 128
     assert cell_dpi(256) == 256 and cell_dpi(1024) == 256
@@ -70,8 +64,8 @@ def test_cell_dpi() -> None:
 
 def test_grid_size_scales_with_rows_and_cols(run: Path, tmp_path: Path) -> None:
     dpi = cell_dpi(RES)
-    full = _pixels(figure_grid(run, "identity", tmp_path / "a.png"))
-    two = _pixels(figure_grid(run, "identity", tmp_path / "b.png", max_items=2))
+    full = pixels(figure_grid(run, "identity", tmp_path / "a.png"))
+    two = pixels(figure_grid(run, "identity", tmp_path / "b.png", max_items=2))
     height, width = full.shape[:2]
     # Each cell is one inch (dpi px) plus a white gap; a label band on the left, a title band on top.
     pitch = dpi + round(GAP_IN * dpi)
@@ -80,12 +74,12 @@ def test_grid_size_scales_with_rows_and_cols(run: Path, tmp_path: Path) -> None:
 
 
 def test_grid_places_each_sample_in_its_cell(run: Path, tmp_path: Path) -> None:
-    img = _pixels(figure_grid(run, "identity", tmp_path / "g.png"))
+    img = pixels(figure_grid(run, "identity", tmp_path / "g.png"))
     dpi = cell_dpi(RES)
     centres = {}
     for kind in KINDS:
         for item in ITEMS:
-            mask = _mask(img, colour(kind, item))
+            mask = colour_mask(img, colour(kind, item))
             # One cell of exactly one inch (dpi pixels, the sample enlarged by a whole factor), drawn once.
             assert mask.sum() == dpi**2, (kind, item, mask.sum())
             ys, xs = np.nonzero(mask)
@@ -97,7 +91,7 @@ def test_grid_places_each_sample_in_its_cell(run: Path, tmp_path: Path) -> None:
     for kind in KINDS:  # columns: items in index order
         xs = [centres[kind, item][1] for item in ITEMS]
         assert xs == sorted(xs) and min(np.diff(xs)) > 0.9 * dpi
-    assert not _mask(img, (255, 0, 0)).any()  # the optional target row is not drawn
+    assert not colour_mask(img, (255, 0, 0)).any()  # the optional target row is not drawn
 
 
 def test_missing_and_unreadable_samples_become_grey_cells(run: Path, tmp_path: Path) -> None:
@@ -106,13 +100,13 @@ def test_missing_and_unreadable_samples_become_grey_cells(run: Path, tmp_path: P
     index[~gone].to_csv(run / "samples" / "index.csv", index=False)  # no index row
     (run / "samples" / "png" / "identity_005_fwplus16.png").unlink()  # index row, no file
     (run / "samples" / "png" / "identity_001_input.png").write_bytes(b"not a png")  # corrupt
-    img = _pixels(figure_grid(run, "identity", tmp_path / "g.png"))
+    img = pixels(figure_grid(run, "identity", tmp_path / "g.png"))
     dpi = cell_dpi(RES)
-    grey = _mask(img, (MISSING_GREY,) * 3).sum()
+    grey = colour_mask(img, (MISSING_GREY,) * 3).sum()
     assert 3 * 0.75 * dpi**2 <= grey <= 3 * dpi**2  # three grey cells, less their captions
     for kind, item in [("im2s", "002"), ("fwplus16", "005"), ("input", "001")]:
-        assert not _mask(img, colour(kind, item)).any()
-    assert _mask(img, colour("im2s", "007")).sum() > 0.85 * dpi**2
+        assert not colour_mask(img, colour(kind, item)).any()
+    assert colour_mask(img, colour("im2s", "007")).sum() > 0.85 * dpi**2
 
 
 def test_grid_errors(run: Path, tmp_path: Path) -> None:
@@ -145,7 +139,7 @@ def test_metric_curve_writes_png(tmp_path: Path) -> None:
         }
     )
     path = metric_curve(summary, "psnr", tmp_path / "c.png", higher_is_better=True)
-    assert _pixels(path).shape[0] > 100
+    assert pixels(path).shape[0] > 100
     with pytest.raises(ValueError, match="'ssim' not in summary"):
         metric_curve(summary, "ssim", tmp_path / "d.png")
 
