@@ -10,153 +10,37 @@ finished items.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from bench.accel import Accel, probe_batch_size, resolve_accel
-from bench.config import RunConfig, method_overrides, resolve
-from bench.data import Item, open_source
+from bench.config import RunConfig, method_overrides
+from bench.data import Item
 from bench.data.images import save_image
 from bench.data.sets import safe_name
-from bench.editing import consistency_entries, consistency_scores, edit_jobs, edit_scores, metric_entries
-from bench.generators.checkpoints import load_generator
-from bench.metrics import DEFAULT_METRICS, MASKED_SUFFIX, Metric, build_metrics
-from bench.perceptual import PERCEPTUAL_CHOICES, lpips_weight_files, resolve_perceptual
+from bench.editing import consistency_entries, consistency_scores, edit_scores, metric_entries
+from bench.metrics import MASKED_SUFFIX, Metric
+from bench.prepare import (  # noqa: F401  (re-exported: the runner's public API)
+    Prepared,
+    attach_pnorm_stats,
+    batch_size_for,
+    check_names,
+    method_resources,
+    prepare,
+    resolve_device,
+    stable_seed,
+    transform_specs,
+)
 from bench.results import RunStore, versions
-from bench.world.defaults import default_data_spec, default_generator
-from bench.world.perceptual import NAME as WORLD_METRIC
-from methods import Inversion, Method, build_method, expand_method_names, get_preset
+from methods import Inversion, Method, build_method, get_preset
 from transforms import (
-    FILL_MODES,
-    REFERENCE_RESOLUTION,
     TransformParams,
-    TransformSpec,
     apply_transform,
-    expand_protocol,
-    parse_transforms,
 )
 from transforms import sample_params as sample_transform
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> the first CUDA device if there is one, else the CPU; others are checked."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine")
-    return dev
-
-
-def stable_seed(*parts: object) -> int:
-    """A seed in [0, 2**31) from a stable hash of the parts (independent of Python's hash salt)."""
-    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
-def transform_specs(config: RunConfig, resolution: int) -> list[TransformSpec]:
-    """The run's transforms: identity (if asked), the protocol's grid, then the given specs; no repeats."""
-    specs: list[TransformSpec] = []
-    if config.include_identity:
-        specs += parse_transforms("identity")
-    if config.protocol:
-        specs += expand_protocol(config.protocol, resolution)
-    if config.transforms:
-        specs += parse_transforms(list(config.transforms))
-    out: list[TransformSpec] = []
-    for s in specs:
-        if s.is_identity and any(o.is_identity for o in out):
-            continue
-        if s.label not in {o.label for o in out}:
-            out.append(s)
-    return out
-
-
-def check_names(config: RunConfig) -> None:
-    """Check method names, transform specs, protocol, fill and perceptual choice without loading anything.
-
-    Raises:
-        ValueError: naming the option and, where there is one, the closest valid name.
-    """
-    expand_method_names(config.methods)
-    if config.transforms:
-        parse_transforms(list(config.transforms))
-    if config.protocol:
-        expand_protocol(config.protocol, REFERENCE_RESOLUTION)
-    if config.fill not in FILL_MODES:
-        raise ValueError(f"--fill {config.fill!r}: expected one of {', '.join(FILL_MODES)}")
-    if config.perceptual not in PERCEPTUAL_CHOICES:
-        raise ValueError(f"--perceptual {config.perceptual!r}: expected one of {', '.join(PERCEPTUAL_CHOICES)}")
-
-
-@dataclass
-class Prepared:
-    """Everything a run needs, resolved once."""
-
-    config: RunConfig
-    device: torch.device
-    generator: torch.nn.Module
-    items: list[Item]
-    specs: list[TransformSpec]
-    methods: list[str]
-    perceptual: object | None
-    metrics: list[Metric]
-    descriptions: dict[str, str]
-    edits: list = field(default_factory=list)
-    attribute_net: torch.nn.Module | None = None
-    attributes: tuple[str, ...] = ()
-    # method -> item id -> latents of the aligned (identity) pass, kept for the consistency metric
-    aligned_latents: dict = field(default_factory=dict)
-    accel: Accel = field(default_factory=Accel)
-    # method -> batch size that fits (from --batch-size auto's probe, or halved after an out-of-memory)
-    batch_sizes: dict = field(default_factory=dict)
-
-
-def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Prepared:
-    """Resolve device, profile, generator, data, transforms, methods, perceptual distance and metrics."""
-    device = resolve_device(config.device)
-    config = resolve(config, device_type=device.type)
-    check_names(config)
-    methods = expand_method_names(config.methods)
-    if config.generator:
-        generator = load_generator(config.generator)
-    else:
-        generator = default_generator()
-    generator = generator.to(device).eval().requires_grad_(False)
-    attach_pnorm_stats(generator, use_world=config.generator is None, path=config.pnorm_stats)
-    data_spec = config.data or default_data_spec(config.n)
-    source = open_source(data_spec, resolution=generator.resolution, n=config.n, seed=config.seed,
-                         generator=generator, on_error=log)
-    items = list(source)
-    if not items:
-        raise ValueError(f"--data {data_spec}: no readable images")
-    specs = transform_specs(config, generator.resolution)
-    world = config.generator is None
-    perceptual, perceptual_text = resolve_perceptual(config.perceptual, device, config.lpips_weights,
-                                                     world_domain=world)
-    default_metrics = [*DEFAULT_METRICS, WORLD_METRIC] if world else list(DEFAULT_METRICS)
-    metrics = build_metrics(list(config.metrics) or default_metrics, device=device,
-                            lpips_weights=lpips_weight_files(config.lpips_weights))
-    descriptions = {"generator": generator.description, "data": f"{data_spec}: {source.description}",
-                    "perceptual": perceptual_text}
-    prep = Prepared(config, device, generator, items, specs, methods, perceptual, metrics, descriptions,
-                    accel=resolve_accel(config.precision, device))
-    prep.accel.prepare(generator, perceptual)
-    if config.edits:
-        prep.edits = edit_jobs(config.edits, generator)
-        if world:
-            from bench.world.perceptual import load_attribute_net
-            from bench.world.procfaces import ATTRIBUTES
-
-            prep.attribute_net, _ = load_attribute_net(device)
-            prep.attributes = ATTRIBUTES
-    return prep
 
 
 def metric_table(metrics: Sequence[Metric]) -> dict[str, dict]:
@@ -366,71 +250,6 @@ def run(config: RunConfig, *, progress: bool = True, log: Callable[[str], None] 
                     if _stop_after_batches is not None and done_batches >= _stop_after_batches:
                         raise KeyboardInterrupt(f"stopped after {done_batches} batches (test hook)")
     return run_dir
-
-
-def batch_size_for(prep: Prepared, name: str, pending: list[Item], log: Callable[[str], None] = print) -> int:
-    """Images per batch for method ``name``: --batch-size, or (auto) probed from free memory once per method."""
-    if prep.config.batch_size != "auto":
-        return int(prep.config.batch_size)
-    if name not in prep.batch_sizes:
-        preset = get_preset(name)
-        overrides = method_overrides(prep.config, name, preset.default_steps)
-        probe = build_method(name, overrides | {"steps": min(2, preset.default_steps)},
-                             **method_resources(preset, prep))
-        sample = torch.stack([it.image for it in pending[:1]]).to(prep.device)
-
-        def invert(b: int) -> None:
-            with prep.accel.context(prep.device):
-                probe.invert(sample.expand(b, -1, -1, -1).contiguous(), prep.generator, seeds=list(range(b)),
-                             perceptual=prep.perceptual)
-
-        size, note = probe_batch_size(invert, prep.device, limit=len(prep.items))
-        prep.batch_sizes[name] = size
-        log(f"batch size for {name}: {note}")
-    return prep.batch_sizes[name]
-
-
-def method_resources(preset, prep: Prepared) -> dict:
-    """What a preset needs besides its parameters: its encoder, from --encoder or the world's zoo."""
-    if not preset.needs_encoder:
-        return {}
-    from bench.encoders import load_encoder
-    from bench.world import zoo
-
-    path = prep.config.encoders.get(preset.name)
-    if path is None and prep.config.generator is None:
-        path = zoo.asset_path(f"{preset.name}_encoder")
-    if path is None:
-        raise ValueError(f"method {preset.name!r} needs an encoder trained for this generator; pass "
-                         f"--encoder {preset.name}=PATH (none is shipped for it)")
-    return {"encoder": load_encoder(path, prep.device)}
-
-
-def attach_pnorm_stats(generator, use_world: bool, path: str | None = None) -> None:
-    """Attach P-norm+ statistics: the given file, else the world's shipped ones for the world generator.
-
-    Without either, methods compute them on first use (1M samples).
-    """
-    from bench.world import zoo
-
-    path = path or (zoo.asset_path("pnorm_stats") if use_world else None)
-    if path is None:
-        return
-    from safetensors import safe_open
-
-    from methods.pnorm import PNormStats
-
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            t = {k: fh.get_tensor(k) for k in fh.keys()}
-            samples = int((fh.metadata() or {}).get("samples", 0))
-        stats = PNormStats(t["mean"].float(), t["eigvecs"].float(), t["eigvals"].float(), samples=samples)
-    except (OSError, KeyError, ValueError, RuntimeError) as err:
-        raise ValueError(f"--pnorm-stats {path}: not a P-norm+ statistics file ({err})") from err
-    if stats.mean.shape != (generator.w_dim,):
-        raise ValueError(f"--pnorm-stats {path}: statistics are for w_dim {stats.mean.shape[0]}, "
-                         f"the generator has {generator.w_dim}")
-    generator.pnorm_stats = stats
 
 
 def _work_groups(prep: Prepared):

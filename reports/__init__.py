@@ -1,5 +1,6 @@
 """Report stage: tables and figures read from run directories (never from models)."""
 
+from reports.build import write_report
 from reports.edit_figure import edit_figure
 from reports.figures import cell_dpi, figure_grid, metric_curve, safe_label
 from reports.html import write_html
@@ -21,7 +22,6 @@ from reports.tables import (
     to_latex,
     to_markdown,
     write_csv,
-    write_report,
 )
 
 __all__ = [

@@ -320,10 +320,10 @@ def write_html(
     """Write one self-contained HTML report that opens offline.
 
     Args:
-        run_dirs: Run directories to merge (as for :func:`reports.tables.write_report`).
+        run_dirs: Run directories to merge (as for :func:`reports.build.write_report`).
         out_path: The ``.html`` file to write (atomically; parent folders created).
         figures: Image files to embed, in order (PNG, JPEG, GIF, WebP or SVG), e.g. the ``.png`` paths
-            that :func:`reports.tables.write_report` returned.
+            that :func:`reports.build.write_report` returned.
         summary: A summary from :func:`reports.tables.summary_table`; default: computed from the runs.
         metric_info: ``{metric: MetricInfo}``; default: merged from the runs' ``metrics.json``.
         title: Page title and heading.

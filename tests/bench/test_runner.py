@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+import bench.prepare
 import bench.runner
 from bench.config import RunConfig
 from bench.generators.checkpoints import load_generator
@@ -323,7 +324,7 @@ class NaNForSecondImage:
 
 
 def test_diverging_item_is_failed_and_others_are_ok(gen_path, tmp_path, monkeypatch):
-    monkeypatch.setattr(bench.runner, "resolve_perceptual", lambda *a, **k: (NaNForSecondImage(), "nan fake"))
+    monkeypatch.setattr(bench.prepare, "resolve_perceptual", lambda *a, **k: (NaNForSecondImage(), "nan fake"))
     cfg = config(gen_path, tmp_path / "r", perceptual="auto", batch_size=3)
     run_dir = run(cfg, progress=False, log=lambda m: None)
     df = results(run_dir)
