@@ -378,3 +378,30 @@ def test_encoder_given_on_the_command_line_is_used(gen_path, tmp_path):
                      method_params={"fwplus16": {"pnorm_weight": 0.0}}), progress=False, log=lambda m: None)
     df = results(out)
     assert set(df["method"]) == {"fwplus16"} and (df["status"] == "ok").all()
+
+
+def test_auto_batch_size_probes_each_method_once(tiny_generator_path, tmp_path, monkeypatch):
+    """--batch-size auto: the probe inverts real items (2 and 6 copies) with a short method, once per method,
+    and the run uses the size it returns. (On the CPU the real probe returns 8 without inverting; the fake
+    below runs the probe's inversions to check them.)"""
+    import bench.prepare
+
+    calls = []
+
+    def fake_probe(invert, device, limit, cap=256):
+        for b in (2, 6):
+            invert(b)
+        calls.append(limit)
+        return 2, "2 (fake probe)"
+
+    monkeypatch.setattr(bench.prepare, "probe_batch_size", fake_probe)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    cfg = RunConfig(methods="im2s,w", transforms=("rotate:20",), generator=str(tiny_generator_path),
+                    data="synthetic:3", n=3, steps=2, perceptual="none", device="cpu", batch_size="auto",
+                    run_dir=str(tmp_path / "run"), save_latents=False)
+    logs = []
+    out = run(cfg, progress=False, log=logs.append)
+    assert calls == [3, 3]  # once per method, at most the number of items
+    assert any("batch size for im2s: 2 (fake probe)" in m for m in logs)
+    timing = pd.read_csv(out / "timing.csv")
+    assert sorted(timing["items"].tolist()) == [1, 1, 1, 1, 2, 2, 2, 2]  # 3 items in batches of 2 + 1
