@@ -20,14 +20,23 @@ the discriminator) are depthwise convolutions; there are no custom CUDA kernels.
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 BLUR_KERNEL = (1.0, 3.0, 3.0, 1.0)
-# where the up-convolution runs in polyphase form: "cuda" (default), "always" or "never" (tests set it)
-POLYPHASE = "cuda"
+# How the 2x up-convolution runs (all the same function; tests compare each with the naive model):
+#   "auto"       polyphase on CUDA, two-step on the CPU (the faster one on each, benchmarks/RESULTS.md)
+#   "polyphase"  dense 3x3 conv into 4 C_out channels + pixel shuffle
+#   "two-step"   transposed 3x3 conv at stride 2, then the FIR blur
+#   "transposed" one transposed 6x6 conv at stride 2 with the FIR folded in: no pixel shuffle and no
+#                re-layout copy; not yet timed on the GPU (BENCH_UPCONV=transposed to try it)
+UPCONV_MODES = ("auto", "polyphase", "two-step", "transposed")
+UPCONV = os.environ.get("BENCH_UPCONV", "auto")
+if UPCONV not in UPCONV_MODES:
+    raise ValueError(f"BENCH_UPCONV={UPCONV!r}: expected one of {', '.join(UPCONV_MODES)}")
 LRELU_GAIN = math.sqrt(2.0)
 
 
@@ -87,6 +96,21 @@ def _phase_taps(kernel: torch.Tensor) -> torch.Tensor:
             full[a, b, a : a + k, b : b + k] = kernel
     phases = [torch.flip(full[:, :, py::2, px::2], (2, 3)) for py in (0, 1) for px in (0, 1)]
     return torch.stack(phases, dim=2)  # (3, 3, 4, 3, 3)
+
+
+def fused_upconv_weight(weight: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """(in, out, 6, 6) weight of 'transposed 3x3 conv at stride 2, then FIR with pad 1' as one transposed conv.
+
+    ``F.conv_transpose2d(x, fused_upconv_weight(W, K), stride=2, padding=2)`` equals
+    ``upfirdn(F.conv_transpose2d(x, W.transpose(0, 1), stride=2), K, pad=(1, 1))``: the 6x6 kernel is the
+    full convolution of W with K.
+    """
+    k = kernel.to(weight.dtype)
+    full = weight.new_zeros(*weight.shape[:2], 6, 6)
+    for a in range(4):
+        for b in range(4):
+            full[:, :, a : a + 3, b : b + 3] += k[a, b] * weight
+    return full.transpose(0, 1)
 
 
 def upconv_weight(weight: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -158,7 +182,7 @@ class ModulatedConv2d(nn.Module):
             if kernel_size != 3:
                 raise ValueError(f"upsampling modulated convolutions are 3x3, got kernel_size {kernel_size}")
             # transposed 3x3 conv at stride 2 gives 2H+1; a 4-tap blur with pad (1, 1) brings it to 2H.
-            # Both run fused in polyphase form (upconv_weight); the blur's kernel is kept as a buffer.
+            # Both run fused (UPCONV: polyphase on CUDA) or in two steps; the blur's kernel is kept as a buffer.
             self.blur = Blur(gain=4.0, pad=(1, 1))
 
     def modulated(self, x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -170,14 +194,17 @@ class ModulatedConv2d(nn.Module):
         style = self.modulation(w)  # (N, in)
         weight = self.weight[0] * self.scale  # (out, in, k, k)
         x = x * style.to(x.dtype)[:, :, None, None]
-        if self.upsample and (POLYPHASE == "always" or (POLYPHASE == "cuda" and x.is_cuda)):
+        mode = UPCONV if UPCONV != "auto" else ("polyphase" if x.is_cuda else "two-step")
+        if self.upsample and mode == "transposed":
+            out = F.conv_transpose2d(x, fused_upconv_weight(weight, self.blur.kernel), stride=2, padding=2)
+        elif self.upsample and mode == "polyphase":
             # one dense convolution on tensor cores instead of a transposed one plus a memory-bound blur
             out = F.pixel_shuffle(F.conv2d(x, upconv_weight(weight, self.blur.kernel), padding=1), 2)
             if x.is_contiguous(memory_format=torch.channels_last):
                 out = out.contiguous(memory_format=torch.channels_last)
         elif self.upsample:
-            # on the CPU the polyphase form's 4x multiply-adds cost more than the blur saves (174 vs 130 ms
-            # per world-generator step at batch 8, benchmarks/RESULTS.md): the two-step form, same function
+            # the CPU's choice: there the polyphase form's 4x multiply-adds cost more than the blur saves
+            # (174 vs 130 ms per world-generator step at batch 8, benchmarks/RESULTS.md)
             out = self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), stride=2))
         else:
             out = F.conv2d(x, weight, padding=self.kernel_size // 2)

@@ -33,12 +33,13 @@ def gen():
     return random_generator()
 
 
-@pytest.mark.parametrize("polyphase", ["never", "always"])
-def test_matches_naive_reference(gen, polyphase, monkeypatch):
-    """Both forms of the 2x up-convolution (two-step on the CPU, polyphase on CUDA) match the naive model."""
+@pytest.mark.parametrize("upconv", ["two-step", "polyphase", "transposed"])
+def test_matches_naive_reference(gen, upconv, monkeypatch):
+    """Every form of the 2x up-convolution (two-step on the CPU, polyphase on CUDA, the fused transposed one)
+    matches the naive model."""
     from bench.generators import layers
 
-    monkeypatch.setattr(layers, "POLYPHASE", polyphase)
+    monkeypatch.setattr(layers, "UPCONV", upconv)
     z = torch.randn(3, gen.z_dim, generator=torch.Generator().manual_seed(1))
     sd = gen.state_dict()
     w = gen.mapping(z)
@@ -187,7 +188,13 @@ def test_polyphase_forms_equal_the_two_step_forms(seed):
     kernels, so a flipped or transposed tap cannot cancel out."""
     import torch.nn.functional as F
 
-    from bench.generators.layers import make_fir_kernel, upconv_weight, upfirdn, upsample_weight
+    from bench.generators.layers import (
+        fused_upconv_weight,
+        make_fir_kernel,
+        upconv_weight,
+        upfirdn,
+        upsample_weight,
+    )
 
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(2, 5, 7, 6, generator=g, dtype=torch.float64)
@@ -197,6 +204,8 @@ def test_polyphase_forms_equal_the_two_step_forms(seed):
         poly = F.pixel_shuffle(F.conv2d(x, upconv_weight(w, k), padding=1), 2)
         assert poly.shape == two_step.shape == (2, 4, 14, 12)
         assert (poly - two_step).abs().max() < 1e-12
+        fused = F.conv_transpose2d(x, fused_upconv_weight(w, k), stride=2, padding=2)
+        assert fused.shape == two_step.shape and (fused - two_step).abs().max() < 1e-12
         two_step = upfirdn(x, k, up=2, pad=(2, 1))
         poly = F.pixel_shuffle(F.conv2d(x, upsample_weight(k, 5), padding=1, groups=5), 2)
         assert poly.shape == two_step.shape and (poly - two_step).abs().max() < 1e-12
