@@ -86,6 +86,8 @@ def resolve_accel(precision: str, device: torch.device) -> Accel:
     cuda = device.type == "cuda"
     if precision == "auto":
         precision = "tf32" if cuda else "fp32"
+    if precision != "fp32" and not cuda:
+        raise ValueError(f"--precision {precision} needs a CUDA device; this run is on the {device.type}")
     return Accel(precision, channels_last=cuda)
 
 

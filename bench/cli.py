@@ -221,8 +221,6 @@ def speed(config_name: str, methods: str, batch, steps: str, precision: str, dev
         if not 0 <= lo < hi:
             raise ValueError(f"--steps {steps!r}: expected LO,HI with 0 <= LO < HI")
         accel = resolve_accel(precision, dev)
-        if accel.precision != "fp32" and dev.type != "cuda":
-            raise ValueError(f"--precision {precision} needs a CUDA device")
         gen, perceptual, desc = sp.build_timing_setup(config_name, dev)
         names = expand_method_names(methods)
         click.echo(f"device: {dev}{' (' + torch_device_name(dev) + ')' if dev.type == 'cuda' else ''}; {desc}; "
