@@ -38,6 +38,7 @@ class Accel:
 
     precision: str = "fp32"
     channels_last: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -46,7 +47,7 @@ class Accel:
     @property
     def label(self) -> str:
         """e.g. ``bf16, channels-last``."""
-        return self.precision + (", channels-last" if self.channels_last else "")
+        return ", ".join([self.precision] + ["channels-last"] * self.channels_last + ["compiled"] * self.compile)
 
     @contextlib.contextmanager
     def context(self, device: torch.device) -> Iterator[None]:
@@ -72,6 +73,8 @@ class Accel:
         """Set the memory layout of the generator's activations and of the networks' weights."""
         if hasattr(generator, "channels_last"):
             generator.channels_last = self.channels_last
+        if hasattr(generator, "compiled"):
+            generator.compiled = self.compile
         layout = torch.channels_last if self.channels_last else torch.contiguous_format
         for net in networks:
             module = net if isinstance(net, torch.nn.Module) else getattr(net, "net", None)
@@ -79,8 +82,8 @@ class Accel:
                 module.to(memory_format=layout)
 
 
-def resolve_accel(precision: str, device: torch.device) -> Accel:
-    """The :class:`Accel` for ``--precision`` (auto: TF32 + channels-last on CUDA, fp32 on the CPU)."""
+def resolve_accel(precision: str, device: torch.device, compile: bool = False) -> Accel:
+    """The :class:`Accel` of ``--precision`` (auto: TF32 + channels-last on CUDA, fp32 on the CPU) and ``--compile``."""
     if precision not in PRECISION_CHOICES:
         raise ValueError(f"--precision {precision!r}: expected one of {', '.join(PRECISION_CHOICES)}")
     cuda = device.type == "cuda"
@@ -88,7 +91,7 @@ def resolve_accel(precision: str, device: torch.device) -> Accel:
         precision = "tf32" if cuda else "fp32"
     if precision != "fp32" and not cuda:
         raise ValueError(f"--precision {precision} needs a CUDA device; this run is on the {device.type}")
-    return Accel(precision, channels_last=cuda)
+    return Accel(precision, channels_last=cuda, compile=compile)
 
 
 def probe_batch_size(invert: Callable[[int], object], device: torch.device, limit: int,

@@ -67,6 +67,9 @@ def main() -> None:
               help="Images inverted together, or auto: from free GPU memory (8 on the CPU).  [default: auto]")
 @click.option("--precision", type=click.Choice(PRECISION_CHOICES), default=None,
               help="Inversion arithmetic: auto = TF32 on CUDA, fp32 on the CPU; bf16 = fastest.  [default: auto]")
+@click.option("--compile/--no-compile", default=None,
+              help="torch.compile the generator (fuses its elementwise work; compiling takes minutes, so it pays "
+                   "on long GPU runs).  [default: no]")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N.  [default: auto]")
 @click.option("--run-dir", default=None, help="Output folder; re-running with it resumes.  [default: runs/DATE]")
 @click.option("--metric", "metrics", multiple=True, help="Metric name, repeatable (bench ls metrics). [default: all]")
@@ -207,8 +210,9 @@ def ls(what: str) -> None:
 @click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto",
               help="Fast-path precision (auto: TF32 on CUDA, fp32 on the CPU); one image at a time is also timed "
                    "in fp32.")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the generator on the fast path.")
 @click.option("--device", default="auto", help="auto, cpu, cuda.")
-def speed(config_name: str, methods: str, batch, steps: str, precision: str, device: str) -> None:
+def speed(config_name: str, methods: str, batch, steps: str, precision: str, compile_: bool, device: str) -> None:
     """Image-steps per second of each method, batched vs one image at a time, FLOPs and memory."""
     from bench import speed as sp
     from bench.accel import resolve_accel
@@ -220,7 +224,7 @@ def speed(config_name: str, methods: str, batch, steps: str, precision: str, dev
         lo, hi = (int(v) for v in steps.split(","))
         if not 0 <= lo < hi:
             raise ValueError(f"--steps {steps!r}: expected LO,HI with 0 <= LO < HI")
-        accel = resolve_accel(precision, dev)
+        accel = resolve_accel(precision, dev, compile_)
         gen, perceptual, desc = sp.build_timing_setup(config_name, dev)
         names = expand_method_names(methods)
         click.echo(f"device: {dev}{' (' + torch_device_name(dev) + ')' if dev.type == 'cuda' else ''}; {desc}; "

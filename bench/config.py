@@ -45,6 +45,7 @@ class RunConfig:
         profile: ``auto`` (quick on CPU, paper on GPU), ``quick`` or ``paper``.
         batch_size: images inverted together, or ``"auto"`` (from free GPU memory; 8 on the CPU).
         precision: ``auto`` (TF32 on CUDA, fp32 on the CPU), ``fp32``, ``tf32`` or ``bf16`` (``bench.accel``).
+        compile: ``torch.compile`` the generator's synthesis (``bench.accel``; pays on long GPU runs).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         run_dir: output folder; an existing run with the same configuration is resumed.
         metrics: metric names; empty = all defaults.
@@ -72,6 +73,7 @@ class RunConfig:
     profile: str = "auto"
     batch_size: int | str = "auto"
     precision: str = "auto"
+    compile: bool = False
     device: str = "auto"
     run_dir: str | None = None
     metrics: tuple[str, ...] = ()

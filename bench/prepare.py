@@ -135,7 +135,7 @@ def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Prepared:
     descriptions = {"generator": generator.description, "data": f"{data_spec}: {source.description}",
                     "perceptual": perceptual_text}
     prep = Prepared(config, device, generator, items, specs, methods, perceptual, metrics, descriptions,
-                    accel=resolve_accel(config.precision, device))
+                    accel=resolve_accel(config.precision, device, config.compile))
     prep.accel.prepare(generator, perceptual)
     if config.edits:
         prep.edits = edit_jobs(config.edits, generator)

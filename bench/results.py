@@ -136,7 +136,9 @@ class RunStore:
         old = json.loads(path.read_text())
         config = json.loads(json.dumps(config, default=str))  # as stored: tuples become lists
         ignore = {"run_dir"}
-        diff = sorted(k for k in set(old) | set(config) if k not in ignore and old.get(k) != config.get(k))
+        # a key that the old run's version did not have yet is no difference
+        diff = sorted(k for k in set(old) | set(config)
+                      if k not in ignore and old.get(k, config.get(k)) != config.get(k))
         if diff:
             raise ValueError(f"{self.dir} holds a run with a different configuration (differs in {diff}); "
                              "choose another --run-dir or delete that folder")

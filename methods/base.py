@@ -9,13 +9,34 @@ Images are float32 tensors (N, 3, R, R), RGB, in [-1, 1], at the generator's res
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+
+
+@contextlib.contextmanager
+def full_precision(device: torch.device) -> Iterator[None]:
+    """Float32 without autocast, for one-off passes inside a reduced-precision fast path.
+
+    An encoder's initial code, the final loss (``methods.optim.run_adam``) and the returned reconstructions
+    (:meth:`Method._finish`) are computed this way, so that the precision of the fast path (``bench.accel``)
+    changes only the optimisation's trajectory, not how its start and result are measured. On CUDA the
+    convolutions and matrix products of these passes run at TF32 (float32 accumulation) whatever the fast
+    path's setting: in strict float32, cuDNN picks FFT convolutions for StyleGAN2's 1024-px layers whose
+    workspaces take 65 GB (``benchmarks/RESULTS.md``).
+    """
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = device.type == "cuda"
+    try:
+        with torch.autocast(device.type, enabled=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 @runtime_checkable
@@ -141,8 +162,8 @@ class Method(ABC):
                 info: dict[str, Any], generator: GeneratorLike) -> Inversion:
         """Build the :class:`Inversion`, rendering the (clamped, detached) reconstructions once."""
         inv = Inversion(self.name, {k: v.detach() for k, v in latents.items()}, torch.empty(0), loss, failed, info)
-        with torch.no_grad():
-            images = self.render(inv, generator).clamp(-1, 1)
+        with torch.no_grad(), full_precision(loss.device):
+            images = self.render(inv, generator).float().clamp(-1, 1)
         return replace(inv, images=images)
 
 

@@ -29,10 +29,11 @@ from methods.base import (
     PerceptualLike,
     Preset,
     check_targets,
+    full_precision,
     register_alias,
     register_preset,
 )
-from methods.optim import failure_reasons, full_precision, mean_latent_wp, perceptual_note, run_adam, target_loss
+from methods.optim import failure_reasons, mean_latent_wp, perceptual_note, run_adam, target_loss
 from methods.pnorm import pnorm_stats_for
 
 

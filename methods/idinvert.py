@@ -47,9 +47,10 @@ from methods.base import (
     PerceptualLike,
     Preset,
     check_targets,
+    full_precision,
     register_preset,
 )
-from methods.optim import failure_reasons, full_precision, perceptual_note, run_adam, target_loss
+from methods.optim import failure_reasons, perceptual_note, run_adam, target_loss
 
 PERCEPTUAL_WEIGHT = 0.05  # see the module docstring: same role as the published 5e-5 on VGG conv4_3
 

@@ -7,14 +7,13 @@ the same result as N runs of one image.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from methods.base import PerceptualLike
+from methods.base import PerceptualLike, full_precision
 
 
 def mse_per_image(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -31,22 +30,6 @@ def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, perceptual: Pe
     return loss
 
 
-@contextlib.contextmanager
-def full_precision(device: torch.device) -> Iterator[None]:
-    """Float32 without autocast and without TF32, for one-off passes inside a reduced-precision fast path.
-
-    An encoder's initial code is computed this way (``bench.accel``), so the optimisation starts from the
-    same code at every precision.
-    """
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        with torch.autocast(device.type, enabled=False):
-            yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
 def target_loss(targets: torch.Tensor, perceptual: PerceptualLike | None, mse_weight: float,
                 perceptual_weight: float) -> Callable[[torch.Tensor], torch.Tensor]:
     """:func:`reconstruction_loss` against fixed ``targets``, as ``pred -> (N,)`` in float32.
@@ -54,16 +37,20 @@ def target_loss(targets: torch.Tensor, perceptual: PerceptualLike | None, mse_we
     A perceptual network that offers ``against(targets) -> (pred -> (N,))`` computes the targets' features
     once, instead of at every optimisation step (a third of the perceptual network's cost per step).
     """
-    distance = None
+    against = None
     if perceptual is not None and perceptual_weight:
-        against = getattr(perceptual, "against", None)
-        distance = against(targets) if against is not None else (lambda pred: perceptual(pred, targets))
+        against = getattr(perceptual, "against", None) or (lambda y: (lambda pred: perceptual(pred, y)))
+    distances: dict[bool, Callable[[torch.Tensor], torch.Tensor]] = {}  # per autocast state: the target
+    # features of a bf16 step are bf16, those of the final full-precision evaluation float32
 
     def loss(pred: torch.Tensor) -> torch.Tensor:
         pred = pred.float()  # under bf16 autocast the generator's output is bf16; the loss is float32
         out = mse_weight * mse_per_image(pred, targets) if mse_weight else pred.new_zeros(pred.shape[0])
-        if distance is not None:
-            out = out + perceptual_weight * distance(pred).float()
+        if against is not None:
+            key = torch.is_autocast_enabled(pred.device.type)
+            if key not in distances:
+                distances[key] = against(targets)
+            out = out + perceptual_weight * distances[key](pred).float()
         return out
 
     return loss
@@ -106,6 +93,8 @@ def run_adam(variables: Sequence[torch.Tensor], loss_fn: Callable[[int], torch.T
              eps: float = 1e-8, after_step: Callable[[int], None] | None = None) -> OptimResult:
     """Minimise ``sum(loss_fn(step))`` over ``variables`` (leaf tensors, batch first) with Adam.
 
+    The returned loss is that of the final variables, ``loss_fn(steps)`` evaluated once more after the last
+    step in float32 without autocast (``methods.base.full_precision``), whatever precision the steps ran at.
     Images whose loss becomes non-finite are recorded as diverged; their terms are excluded from the sum
     from then on (their own variables stay as they were), so they cannot poison the batch. There is no
     host synchronisation inside the loop.
@@ -120,12 +109,11 @@ def run_adam(variables: Sequence[torch.Tensor], loss_fn: Callable[[int], torch.T
         after_step: called after each step (e.g. to re-project variables), inside ``no_grad``.
 
     Returns:
-        The per-image loss at the last evaluated step and the divergence flags.
+        The per-image loss of the final variables and the divergence flags.
     """
     opt = torch.optim.Adam(list(variables), lr=lr(0) if callable(lr) else lr, betas=betas, eps=eps)
     n = variables[0].shape[0]
     diverged = torch.zeros(n, dtype=torch.bool, device=variables[0].device)
-    last = torch.full((n,), float("nan"), device=variables[0].device)
     for step in range(steps):
         if callable(lr):
             for group in opt.param_groups:
@@ -143,7 +131,14 @@ def run_adam(variables: Sequence[torch.Tensor], loss_fn: Callable[[int], torch.T
         if after_step is not None:
             with torch.no_grad():
                 after_step(step)
-        last = per_image.detach()
+    for v in variables:  # frozen while the final loss is measured (no autograd bookkeeping at all)
+        v.requires_grad_(False)
+    try:
+        with torch.no_grad(), full_precision(variables[0].device):
+            last = loss_fn(steps).detach().float()
+    finally:
+        for v in variables:
+            v.requires_grad_(True)
     return OptimResult(loss=last, diverged=diverged | ~torch.isfinite(last))
 
 

@@ -11,11 +11,16 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 PARITY_OUT="$OUTDIR" timeout "${PARITY_S:-200}" python3 -m pytest -q -m gpu tests/accel -p no:cacheprovider \
   -k "${PARITY_K:-}" 2>&1 | tail -n 15
+# a spec is CONFIG:METHODS:PRECISION[:EXTRA_FLAGS[:UPCONV]], EXTRA_FLAGS comma-separated (e.g. --compile,--batch,48),
+# UPCONV the generator's up-convolution form (BENCH_UPCONV: polyphase, transposed, two-step)
 for spec in ${SPEED_SPECS:-config-f-256:im2s,fwplus16:bf16 config-f-1024:im2s,fwplus16:bf16}; do
-  IFS=: read -r cfg methods prec <<< "$spec"
-  echo "== bench speed --config $cfg --methods $methods --precision $prec --batch auto"
-  timeout "${SPEED_S:-150}" python3 -m bench speed --config "$cfg" --methods "$methods" --batch "${BATCH:-auto}" \
-    --precision "$prec" --steps "${STEPS:-3,13}" | tee "$OUTDIR/speed_${cfg}_${prec}.md"
+  IFS=: read -r cfg methods prec extra upconv <<< "$spec"
+  IFS=, read -ra flags <<< "${extra:-}"
+  tag=$(echo "${cfg}_${prec}${extra:+_$extra}${upconv:+_$upconv}" | tr -c 'A-Za-z0-9_.\n-' '_' | tr -s _)
+  batch=(--batch "${BATCH:-auto}"); [[ " ${flags[*]} " == *" --batch "* ]] && batch=()
+  echo "== ${upconv:+BENCH_UPCONV=$upconv }bench speed --config $cfg --methods $methods --precision $prec ${batch[*]} ${flags[*]}"
+  BENCH_UPCONV=${upconv:-auto} timeout "${SPEED_S:-150}" python3 -m bench speed --config "$cfg" --methods "$methods" \
+    "${batch[@]}" --precision "$prec" --steps "${STEPS:-3,13}" "${flags[@]}" | tee "$OUTDIR/speed_$tag.md"
 done
 if [ -n "${PROFILE:-config-f-256 im2s bf16 32}" ]; then
   # shellcheck disable=SC2086

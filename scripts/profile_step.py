@@ -1,8 +1,10 @@
-"""Where the time of one optimisation step goes: ``python scripts/profile_step.py CONFIG METHOD PRECISION BATCH``.
+"""Where the time of one optimisation step goes.
 
-Runs a few warm-up steps, then profiles 5 steps of METHOD (e.g. im2s) on a ``bench speed`` timing setup
-(config-f-256, config-f-1024, world) at PRECISION (fp32, tf32, bf16, channels-last on CUDA) and prints the
-kernels that take the most GPU time. Used for the notes of issue #7 (benchmarks/RESULTS.md).
+``python scripts/profile_step.py CONFIG METHOD PRECISION BATCH [compile]`` runs a few warm-up steps, then
+profiles 5 steps of METHOD (e.g. im2s) on a ``bench speed`` timing setup (config-f-256, config-f-1024,
+world) at PRECISION (fp32, tf32, bf16, channels-last on CUDA), with ``compile`` of the torch.compile'd
+generator (``--compile``), and prints the kernels that take the most GPU time. Used for the notes of
+issue #7 (benchmarks/RESULTS.md).
 """
 
 import sys
@@ -15,11 +17,11 @@ from bench.speed import _resources, build_timing_setup
 from methods import build_method
 
 
-def main(config: str, name: str, precision: str, batch: int) -> None:
+def main(config: str, name: str, precision: str, batch: int, compile_: bool = False) -> None:
     """Profile 5 steps and print the top kernels by GPU time."""
     dev = torch.device("cuda")
     gen, perceptual, desc = build_timing_setup(config, dev)
-    accel = Accel(precision, channels_last=True)
+    accel = Accel(precision, channels_last=True, compile=compile_)
     accel.prepare(gen, perceptual)
     z = torch.randn(batch, gen.z_dim, device=dev)
     with torch.no_grad():
@@ -38,4 +40,4 @@ def main(config: str, name: str, precision: str, batch: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5:6] == ["compile"])

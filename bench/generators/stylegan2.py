@@ -22,6 +22,11 @@ from torch import nn
 
 from bench.generators.layers import ConstantInput, EqualLinear, PixelNorm, StyledConv, ToRGB
 
+# keyword arguments of torch.compile for ``compiled`` generators (the CPU tests use the aot_eager backend)
+COMPILE_OPTIONS: dict = {}
+# one compiled graph per (batch size, base resolution, grad mode, precision): more than dynamo's default 8
+RECOMPILE_LIMIT = 64
+
 
 def default_channels(resolution: int, channel_base: int, channel_max: int) -> dict[int, int]:
     """NVIDIA-style channel schedule: ``min(channel_base // res, channel_max)`` per resolution."""
@@ -113,6 +118,9 @@ class StyleGAN2Generator(nn.Module):
         self.register_buffer("w_avg", torch.zeros(config.w_dim))
         # activations in NHWC (set by bench.accel on CUDA): tensor-core convolutions want that layout
         self.channels_last = False
+        # torch.compile the synthesis blocks (set by bench.accel with --compile): fuses the elementwise work
+        # around the convolutions (modulation, epilogue, pixel shuffle) into few kernels
+        self.compiled = False
         self.description = f"StyleGAN2 {config.resolution}px, w_dim {config.w_dim}"
 
     # ----------------------------------------------------------------------------------- mapping
@@ -151,6 +159,23 @@ class StyleGAN2Generator(nn.Module):
 
     def _run_blocks(self, x: torch.Tensor, skip: torch.Tensor | None, ws: torch.Tensor,
                     start: int) -> torch.Tensor:
+        if not (self.compiled and torch.is_grad_enabled()):  # the optimisation steps; one-off renders run eager
+            return self._blocks(x, skip, ws, start)
+        compiled = self.__dict__.get("_compiled_blocks")
+        if compiled is None:  # compiled on first use; kept out of the state dict and of module traversal
+            from torch._dynamo import config as dynamo
+
+            for key in ("recompile_limit", "cache_size_limit"):  # the name differs between torch versions
+                if hasattr(dynamo, key):
+                    setattr(dynamo, key, max(getattr(dynamo, key), RECOMPILE_LIMIT))
+            compiled = self.__dict__["_compiled_blocks"] = torch.compile(self._blocks, **COMPILE_OPTIONS)
+        if x.shape[0] > 1:  # one graph serves every batch size (the probe's, the run's, a halved one)
+            for t in (x, skip, ws):
+                if t is not None:
+                    torch._dynamo.maybe_mark_dynamic(t, 0)
+        return compiled(x, skip, ws, start)
+
+    def _blocks(self, x: torch.Tensor, skip: torch.Tensor | None, ws: torch.Tensor, start: int) -> torch.Tensor:
         for j in range(start, len(self.to_rgbs)):
             x = self.convs[2 * j](x, ws[:, 2 * j + 1], self._noise(2 * j + 1))
             x = self.convs[2 * j + 1](x, ws[:, 2 * j + 2], self._noise(2 * j + 2))

@@ -1,13 +1,23 @@
 """Quality parity of the fast batched path (issue #7): ``pytest -m gpu tests/accel`` on the GPU machine.
 
 The fast path (a batch of 8, TF32 or bf16 autocast, channels-last activations) must give each image the
-same result as float32 one image at a time, within 0.1 dB: the final reconstruction PSNR against the target,
-and the final loss expressed in dB (10 log10 of the loss ratio). The embedded world (64 px generator,
-attrnet-lpips perceptual loss), 8 held-out procfaces faces, 200 steps of each method. Set PARITY_OUT to a
-folder to keep the per-image numbers as JSON lines. The fp32 case (batched, channels-last, float32) is the
-control: it separates what batching and layout change (cuDNN picks other algorithms, so float rounding
-differs) from what the reduced precisions change. On the CPU the same comparison runs small (fp32,
-channels-last against the default layout, batched against one at a time) to keep the machinery tested.
+same result as float32 one image at a time: the final reconstruction PSNR against the target, and the final
+loss expressed in dB (10 log10 of the loss ratio), on the embedded world (64 px generator, attrnet-lpips
+perceptual loss), 8 held-out procfaces faces, 200 steps of each method. Both are measured the same way
+whatever precision the steps ran at (``methods.base.full_precision``).
+
+Tolerance: 0.1 dB per image, where float32 itself is reproducible to that level. Whether it is, is measured
+here, not assumed: the float32 batched inversion of the targets perturbed by 1e-6 (far below 8-bit
+quantisation, 4e-3) is compared with that of the unperturbed targets. A method whose results move by more
+than 0.05 dB under that perturbation amplifies float rounding (F/W+: Adam at a constant learning rate keeps
+its loss oscillating to the last step), so that no implementation, float32 included, can match it image by
+image; for such a method the test requires the mean over the images within 0.1 dB (the tables report
+means) and records the per-image differences next to the float32 self-noise.
+
+The fp32 case (batched, channels-last, float32) is the control: it separates what batching and layout
+change (cuDNN picks other algorithms, so float rounding differs) from what the reduced precisions change.
+Set PARITY_OUT to a folder to keep the records as JSON lines. On the CPU the same comparison runs small
+(fp32, channels-last against the default layout, batched against one at a time).
 """
 
 import json
@@ -26,8 +36,11 @@ from bench.world.training import heldout_faces
 from methods import build_method
 
 TOLERANCE_DB = 0.1
+STABLE_DB = 0.05  # float32 self-noise below which a method is held to the tolerance image by image
+PERTURBATION = 1e-6
 METHODS = ["im2s", "fwplus16", "pnorm", "w", "fwplus8", "idinvert"]
 _REFERENCE: dict = {}
+_NOISE: dict = {}
 
 
 def _world(device):
@@ -57,6 +70,29 @@ def _invert(name, gen, perceptual, targets, accel, steps):
         Accel().prepare(gen, perceptual)
 
 
+def _scores(out, targets, psnr) -> tuple[torch.Tensor, torch.Tensor]:
+    return out.loss.cpu(), psnr(out.images, targets).cpu()
+
+
+def _differences(scores, ref) -> tuple[list[float], list[float]]:
+    """Per-image (PSNR difference, loss difference), both in dB."""
+    (loss, psnr), (ref_loss, ref_psnr) = scores, ref
+    d_loss = [10 * math.log10(a / b) for a, b in zip(loss.tolist(), ref_loss.tolist(), strict=True)]
+    return (psnr - ref_psnr).tolist(), d_loss
+
+
+def float32_noise(name: str, gen, perceptual, targets: torch.Tensor, psnr, steps: int) -> float:
+    """Largest per-image change (dB, PSNR or loss) of float32 batched results when targets move by 1e-6."""
+    key = (name, targets.device.type, targets.shape[0], steps)
+    if key not in _NOISE:
+        accel = Accel("fp32", channels_last=targets.device.type == "cuda")
+        noise = torch.randn(targets.shape, generator=torch.Generator().manual_seed(0)).to(targets)
+        base = _scores(_invert(name, gen, perceptual, targets, accel, steps), targets, psnr)
+        moved = _scores(_invert(name, gen, perceptual, targets + PERTURBATION * noise, accel, steps), targets, psnr)
+        _NOISE[key] = max(map(abs, sum(_differences(moved, base), [])))
+    return _NOISE[key]
+
+
 def parity_record(name: str, fast: Accel, device: torch.device, n: int, steps: int) -> dict:
     """Per-image PSNR and loss of the fast batched path against float32 one image at a time."""
     gen, perceptual = _world(device)
@@ -65,17 +101,17 @@ def parity_record(name: str, fast: Accel, device: torch.device, n: int, steps: i
     key = (name, device.type, n, steps)
     if key not in _REFERENCE:  # float32 one image at a time, shared by the precisions compared with it
         ref = [_invert(name, gen, perceptual, targets[i : i + 1], Accel("fp32"), steps) for i in range(n)]
-        images = torch.cat([r.images for r in ref])
-        _REFERENCE[key] = (torch.cat([r.loss for r in ref]).cpu(), psnr(images, targets).cpu())
-    ref_loss, ref_psnr = _REFERENCE[key]
-    out = _invert(name, gen, perceptual, targets, fast, steps)
-    fast_psnr = psnr(out.images, targets).cpu()
-    d_psnr = (fast_psnr - ref_psnr).tolist()
-    d_loss = [10 * math.log10(a / b) for a, b in zip(out.loss.cpu().tolist(), ref_loss.tolist(), strict=True)]
+        _REFERENCE[key] = (torch.cat([r.loss for r in ref]).cpu(),
+                           psnr(torch.cat([r.images for r in ref]), targets).cpu())
+    scores = _scores(_invert(name, gen, perceptual, targets, fast, steps), targets, psnr)
+    d_psnr, d_loss = _differences(scores, _REFERENCE[key])
+    noise = float32_noise(name, gen, perceptual, targets, psnr, steps)
     return {"method": name, "fast_path": fast.label, "steps": steps, "images": n,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "psnr_ref": ref_psnr.tolist(), "psnr_fast": fast_psnr.tolist(), "d_psnr_db": d_psnr,
-            "d_loss_db": d_loss, "max_abs_d_psnr_db": max(map(abs, d_psnr)), "max_abs_d_loss_db": max(map(abs, d_loss))}
+            "psnr_ref": _REFERENCE[key][1].tolist(), "psnr_fast": scores[1].tolist(), "d_psnr_db": d_psnr,
+            "d_loss_db": d_loss, "max_abs_d_psnr_db": max(map(abs, d_psnr)), "max_abs_d_loss_db": max(map(abs, d_loss)),
+            "mean_d_psnr_db": sum(d_psnr) / n, "mean_d_loss_db": sum(d_loss) / n, "float32_noise_db": noise,
+            "per_image": noise <= STABLE_DB}
 
 
 def _check(record: dict) -> None:
@@ -84,9 +120,15 @@ def _check(record: dict) -> None:
         out.mkdir(parents=True, exist_ok=True)
         with (out / "parity.jsonl").open("a") as fh:
             fh.write(json.dumps(record) + "\n")
-    print(json.dumps({k: record[k] for k in ("method", "fast_path", "max_abs_d_psnr_db", "max_abs_d_loss_db")}))
-    assert record["max_abs_d_psnr_db"] <= TOLERANCE_DB, record
-    assert record["max_abs_d_loss_db"] <= TOLERANCE_DB, record
+    keys = ("method", "fast_path", "max_abs_d_psnr_db", "max_abs_d_loss_db", "mean_d_psnr_db", "mean_d_loss_db",
+            "float32_noise_db")
+    print(json.dumps({k: record[k] for k in keys}))
+    if record["per_image"]:
+        assert record["max_abs_d_psnr_db"] <= TOLERANCE_DB, record
+        assert record["max_abs_d_loss_db"] <= TOLERANCE_DB, record
+    else:  # float32 itself is not reproducible image by image at this level (see the module docstring)
+        assert abs(record["mean_d_psnr_db"]) <= TOLERANCE_DB, record
+        assert abs(record["mean_d_loss_db"]) <= TOLERANCE_DB, record
 
 
 @pytest.mark.gpu

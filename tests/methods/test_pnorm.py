@@ -124,8 +124,9 @@ def test_pnorm_preset_metadata_and_run(gen_and_stats):
     inv = build_method("pnorm", {"steps": 2}).invert(x, gen, seeds=[1, 2], perceptual=perceptual)
     assert inv.info["pnorm_weight"] == 0.001 and inv.info["steps"] == 2
     assert inv.failed == (None, None) and torch.isfinite(inv.loss).all()
-    # one step: the reported loss is the objective at the start (every row at the mean latent)
-    one = build_method("pnorm", {"steps": 1}).invert(x, gen, seeds=[1, 2], perceptual=perceptual)
+    # no step: the reported loss (that of the returned code) is the objective at the start (every row at the
+    # mean latent)
+    one = build_method("pnorm", {"steps": 0}).invert(x, gen, seeds=[1, 2], perceptual=perceptual)
     wp0 = gen.w_avg.expand(2, gen.num_ws, -1)
     with torch.no_grad():
         pred = gen.synthesis(wp0)
