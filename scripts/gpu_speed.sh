@@ -13,7 +13,7 @@ PARITY_OUT="$OUTDIR" timeout "${PARITY_S:-200}" python3 -m pytest -q -m gpu test
   -k "${PARITY_K:-}" 2>&1 | tail -n 15
 # a spec is CONFIG:METHODS:PRECISION[:EXTRA_FLAGS[:UPCONV]], EXTRA_FLAGS comma-separated (e.g. --compile,--batch,48),
 # UPCONV the generator's up-convolution form (BENCH_UPCONV: polyphase, transposed, two-step)
-for spec in ${SPEED_SPECS:-config-f-256:im2s,fwplus16:bf16 config-f-1024:im2s,fwplus16:bf16}; do
+for spec in ${SPEED_SPECS-config-f-256:im2s,fwplus16:bf16 config-f-1024:im2s,fwplus16:bf16}; do  # SPEED_SPECS= for none
   IFS=: read -r cfg methods prec extra upconv <<< "$spec"
   IFS=, read -ra flags <<< "${extra:-}"
   tag=$(echo "${cfg}_${prec}${extra:+_$extra}${upconv:+_$upconv}" | tr -c 'A-Za-z0-9_.\n-' '_' | tr -s _)
@@ -22,8 +22,9 @@ for spec in ${SPEED_SPECS:-config-f-256:im2s,fwplus16:bf16 config-f-1024:im2s,fw
   BENCH_UPCONV=${upconv:-auto} timeout "${SPEED_S:-150}" python3 -m bench speed --config "$cfg" --methods "$methods" \
     "${batch[@]}" --precision "$prec" --steps "${STEPS:-3,13}" "${flags[@]}" | tee "$OUTDIR/speed_$tag.md"
 done
-if [ -n "${PROFILE:-config-f-256 im2s bf16 32}" ]; then
+profile=${PROFILE-config-f-256 im2s bf16 32}  # CONFIG METHOD PRECISION BATCH [compile]; PROFILE= for none
+if [ -n "${profile// }" ]; then
   # shellcheck disable=SC2086
-  timeout 120 python3 scripts/profile_step.py ${PROFILE:-config-f-256 im2s bf16 32} > "$OUTDIR/profile.txt" 2>&1
+  timeout 150 python3 scripts/profile_step.py $profile > "$OUTDIR/profile.txt" 2>&1
   head -n 40 "$OUTDIR/profile.txt"
 fi
