@@ -1,14 +1,18 @@
-"""The fast path of optimisation-based inversion: precision, memory layout and batch size on the GPU.
+"""The fast path of optimisation-based inversion: precision, memory layout, compilation and batch size.
 
 - **Precision** (``--precision``): ``fp32`` (strict float32, TF32 off: the reference), ``tf32`` (float32
   tensors, matrix products and convolutions on TF32 tensor cores) or ``bf16`` (autocast: convolutions and
   matrix products in bfloat16 on tensor cores, reductions in float32; latent codes, their gradients and Adam
   stay float32). ``auto`` is ``tf32`` on CUDA and ``fp32`` on the CPU: in the GPU parity test
-  (``tests/accel/test_parity.py``, figures in ``benchmarks/RESULTS.md``) TF32 kept Im2S and P-norm+ within
-  0.012 dB of float32 one image at a time, while bf16 moved Im2S's final loss by up to 0.11 dB and F/W+'s
-  by up to 0.47 dB (worse, systematically). bf16 is the fastest path (``--precision bf16``).
+  (``tests/accel/test_parity.py``, figures in ``benchmarks/RESULTS.md``) TF32 kept every measured method
+  within the tolerance of float32 one image at a time, while bf16 moved Im2S's final loss by up to 0.14 dB
+  per image and F/W+ 16x16's by 0.45 dB on the mean. Whatever the precision, the final loss and the
+  reconstructions are measured in float32 after the last step (``methods.base.full_precision``).
 - **Memory layout**: on CUDA the generator's activations and the perceptual networks run channels-last
   (NHWC), the layout tensor-core convolutions want.
+- **Compilation** (``--compile``): ``torch.compile`` of the generator's synthesis blocks (one graph for all
+  batch sizes above 1), which fuses the modulation, the epilogue and the pixel shuffles around the cuDNN
+  convolutions into few kernels: 1.6x at 1024 px, where that memory-bound work took 75 % of the step.
 - **Batch size** (``--batch-size auto``): from free GPU memory, measured with a two-step probe inversion at
   batch 2 and 6 (per-image peak memory from the difference); the runner halves a batch and retries on
   out-of-memory, and keeps the smaller size for the method's later batches.

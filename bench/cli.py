@@ -211,8 +211,10 @@ def ls(what: str) -> None:
               help="Fast-path precision (auto: TF32 on CUDA, fp32 on the CPU); one image at a time is also timed "
                    "in fp32.")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the generator on the fast path.")
+@click.option("--single/--no-single", default=True, help="Also time one image at a time (fast path and fp32).")
 @click.option("--device", default="auto", help="auto, cpu, cuda.")
-def speed(config_name: str, methods: str, batch, steps: str, precision: str, compile_: bool, device: str) -> None:
+def speed(config_name: str, methods: str, batch, steps: str, precision: str, compile_: bool, single: bool,
+          device: str) -> None:
     """Image-steps per second of each method, batched vs one image at a time, FLOPs and memory."""
     from bench import speed as sp
     from bench.accel import resolve_accel
@@ -229,8 +231,8 @@ def speed(config_name: str, methods: str, batch, steps: str, precision: str, com
         names = expand_method_names(methods)
         click.echo(f"device: {dev}{' (' + torch_device_name(dev) + ')' if dev.type == 'cuda' else ''}; {desc}; "
                    f"fast path: {accel.label}")
-        rows = [sp.time_method(n, gen, perceptual, batch, (lo, hi), dev, accel, log=lambda m: click.echo(m, err=True))
-                for n in names]
+        rows = [sp.time_method(n, gen, perceptual, batch, (lo, hi), dev, accel, log=lambda m: click.echo(m, err=True),
+                               single=single) for n in names]
         click.echo(sp.format_rows(rows, sp.matmul_peak_tflops(dev, accel.precision)))
     except (ValueError, OSError) as err:
         _fail(err)

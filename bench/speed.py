@@ -173,11 +173,12 @@ def auto_batch(name: str, gen, perceptual, device: torch.device, accel: Accel) -
 
 
 def time_method(name: str, gen, perceptual, batch: int | str, steps: tuple[int, int], device: torch.device,
-                accel: Accel | None = None, log: Callable[[str], None] = print) -> SpeedRow:
+                accel: Accel | None = None, log: Callable[[str], None] = print, single: bool = True) -> SpeedRow:
     """Batched and one-image-at-a-time throughput, FLOPs and peak memory of one method.
 
     The batched run and the first one-image run use ``accel`` (the fast path); the second one-image run
-    is float32 in the default layout, the reference the fast path is compared with.
+    is float32 in the default layout, the reference the fast path is compared with; ``single=False`` skips
+    both (their rates are NaN).
     """
     accel = accel or Accel()
     if batch == "auto":
@@ -200,8 +201,10 @@ def time_method(name: str, gen, perceptual, batch: int | str, steps: tuple[int, 
             batch //= 2
             log(f"{name}: out of memory; batch halved to {batch}")
     peak = torch.cuda.max_memory_allocated(device) / batch / 2**20 if device.type == "cuda" else float("nan")
-    single = _rate(name, gen, perceptual, targets[:1], *steps, accel)
-    single_fp32 = _rate(name, gen, perceptual, targets[:1], *steps, Accel()) if accel != Accel() else single
+    nan = float("nan")
+    single = _rate(name, gen, perceptual, targets[:1], *steps, accel) if single else nan
+    single_fp32 = nan if single != single else (  # NaN: skipped
+        _rate(name, gen, perceptual, targets[:1], *steps, Accel()) if accel != Accel() else single)
     flops = _flops_per_image_step(name, gen, perceptual, targets[:1])
     log(f"{name}: {batched:.1f} image-steps/s batched ({batch}, {accel.label}), {single:.1f} one at a time, "
         f"{single_fp32:.1f} one at a time in fp32")

@@ -42,3 +42,12 @@ def test_speed_refuses_a_fast_precision_on_the_cpu():
 def test_unknown_config_is_refused():
     result = CliRunner().invoke(main, ["speed", "--config", "huge", "--device", "cpu"])
     assert result.exit_code != 0 and "expected world or one of" in result.output
+
+
+def test_no_single_skips_the_one_image_runs():
+    result = CliRunner().invoke(main, ["speed", "--config", "tiny", "--methods", "im2s", "--batch", "2",
+                                       "--steps", "1,2", "--no-single", "--device", "cpu"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("| im2s"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[3]) > 0 and cells[4] == cells[5] == "nan" and cells[6] == "nanx"
