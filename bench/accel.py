@@ -6,7 +6,8 @@
   stay float32). ``auto`` is ``tf32`` on CUDA and ``fp32`` on the CPU: in the GPU parity test
   (``tests/accel/test_parity.py``, figures in ``benchmarks/RESULTS.md``) TF32 kept every measured method
   within the tolerance of float32 one image at a time, while bf16 moved Im2S's final loss by up to 0.14 dB
-  per image and F/W+ 16x16's by 0.45 dB on the mean. Whatever the precision, the final loss and the
+  per image and F/W+ 16x16's by 0.45 dB on the mean, through the RGB path, which has stayed float32 under
+  autocast since (``layers.ToRGB``; GPU re-check pending). Whatever the precision, the final loss and the
   reconstructions are measured in float32 after the last step (``methods.base.full_precision``).
 - **Memory layout**: on CUDA the generator's activations and the perceptual networks run channels-last
   (NHWC), the layout tensor-core convolutions want.

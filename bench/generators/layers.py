@@ -302,9 +302,18 @@ class ToRGB(nn.Module):
             self.upsample = Upsample()
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.conv(x, w) + self.bias
-        if skip is not None:
-            out = out + self.upsample(skip)
+        """The RGB path runs in float32 even under bf16 autocast (3 output channels: cheap).
+
+        In bf16 the image's running sum has a spacing of 2^-7 near 1, and rounding each layer's RGB output and
+        the upsampled skip shifted the optimisation: under the CPU's bf16 autocast (24 faces, 200 steps),
+        F/W+ 16x16's mean final loss moved by +0.22 dB with a bf16 RGB path and by +0.05 dB with this one,
+        Im2S's by at most 0.127 and 0.067 dB per image (scripts/bf16_emulation.py, benchmarks/RESULTS.md).
+        """
+        acc = torch.promote_types(x.dtype, torch.float32)  # float32, or float64 for gradient checks
+        with torch.autocast(x.device.type, enabled=False):
+            out = self.conv(x.to(acc), w.to(acc)) + self.bias
+            if skip is not None:
+                out = out + self.upsample(skip.to(acc))
         return out
 
 

@@ -16,9 +16,11 @@ within 0.1 dB plus two standard errors of that mean, and records the per-image d
 float32 self-noise. (On the H100, F/W+ 16x16's own float32 control, batched against one at a time, has a
 mean PSNR difference of -0.110 +- 0.060 dB: a bare 0.1 dB on the mean would fail float32 itself.)
 
-bf16 does not hold this tolerance for Im2S and F/W+ 16x16 (H100: Im2S's final loss moves by up to 0.136 dB
-per image, F/W+ 16x16's by +0.45 +- 0.14 dB on the mean); those two cases are expected failures, which is
-why ``--precision auto`` is TF32 (benchmarks/RESULTS.md).
+bf16 did not hold this tolerance for Im2S and F/W+ 16x16 on the H100 (Im2S's final loss moved by up to
+0.136 dB per image, F/W+ 16x16's by +0.45 +- 0.14 dB on the mean) while the RGB path ran in bf16; it runs
+in float32 since, which fixed both in the CPU's bf16 emulation (scripts/bf16_emulation.py). Until the GPU
+confirms it, those two cases stay expected failures (not strict: a pass shows as XPASS), and
+``--precision auto`` is TF32 (benchmarks/RESULTS.md).
 
 The fp32 case (batched, channels-last, float32) is the control: it separates what batching and layout
 change (cuDNN picks other algorithms, so float rounding differs) from what the reduced precisions change.
@@ -45,7 +47,8 @@ TOLERANCE_DB = 0.1
 STABLE_DB = 0.05  # float32 self-noise below which a method is held to the tolerance image by image
 BF16_FAILS = {"im2s", "fwplus16"}  # measured on the H100 (module docstring)
 PERTURBATION = 1e-6
-METHODS = ["im2s", "fwplus16", "pnorm", "w", "fwplus8", "idinvert"]
+# PARITY_METHODS=w,idinvert runs a subset (a device run has minutes, not hours)
+METHODS = os.environ.get("PARITY_METHODS", "im2s,fwplus16,pnorm,w,fwplus8,idinvert").split(",")
 _REFERENCE: dict = {}
 _NOISE: dict = {}
 

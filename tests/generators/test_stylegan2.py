@@ -209,3 +209,24 @@ def test_polyphase_forms_equal_the_two_step_forms(seed):
         two_step = upfirdn(x, k, up=2, pad=(2, 1))
         poly = F.pixel_shuffle(F.conv2d(x, upsample_weight(k, 5), padding=1, groups=5), 2)
         assert poly.shape == two_step.shape and (poly - two_step).abs().max() < 1e-12
+
+
+def test_rgb_path_is_float32_under_bf16_autocast(gen):
+    """Under bf16 autocast the ToRGB layers (modulated 1x1 conv, bias, upsampled skip) compute in float32.
+
+    Fed activations and a skip that bf16 represents exactly, the autocast result equals the float32 one to
+    float32 rounding; a bf16 RGB path would differ by bf16 rounding (spacing 2^-7 near 1).
+    """
+    torch.manual_seed(0)
+    layer = gen.to_rgbs[-1]
+    x = torch.randn(2, layer.conv.in_ch, 16, 16).bfloat16().float()
+    skip = torch.randn(2, 3, 8, 8).bfloat16().float()
+    w = gen.w_avg.expand(2, -1).clone()
+    with torch.no_grad():
+        ref = layer(x, w, skip)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = layer(x.bfloat16(), w, skip)
+            bf16_skip = gen.to_rgbs[-1].upsample(skip)  # what autocast makes of the skip's FIR without the fix
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    assert bf16_skip.dtype == torch.bfloat16 and (bf16_skip.float() - layer.upsample(skip)).abs().max() > 1e-4
