@@ -201,14 +201,14 @@ def time_method(name: str, gen, perceptual, batch: int | str, steps: tuple[int, 
             batch //= 2
             log(f"{name}: out of memory; batch halved to {batch}")
     peak = torch.cuda.max_memory_allocated(device) / batch / 2**20 if device.type == "cuda" else float("nan")
-    nan = float("nan")
-    single = _rate(name, gen, perceptual, targets[:1], *steps, accel) if single else nan
-    single_fp32 = nan if single != single else (  # NaN: skipped
-        _rate(name, gen, perceptual, targets[:1], *steps, Accel()) if accel != Accel() else single)
+    one = one_fp32 = float("nan")
+    if single:
+        one = _rate(name, gen, perceptual, targets[:1], *steps, accel)
+        one_fp32 = _rate(name, gen, perceptual, targets[:1], *steps, Accel()) if accel != Accel() else one
     flops = _flops_per_image_step(name, gen, perceptual, targets[:1])
-    log(f"{name}: {batched:.1f} image-steps/s batched ({batch}, {accel.label}), {single:.1f} one at a time, "
-        f"{single_fp32:.1f} one at a time in fp32")
-    return SpeedRow(name, batch, accel.label, batched, single, single_fp32, flops, peak)
+    log(f"{name}: {batched:.1f} image-steps/s batched ({batch}, {accel.label}), {one:.1f} one at a time, "
+        f"{one_fp32:.1f} one at a time in fp32")
+    return SpeedRow(name, batch, accel.label, batched, one, one_fp32, flops, peak)
 
 
 def matmul_peak_tflops(device: torch.device, precision: str = "fp32", n: int = 8192) -> float:
