@@ -3,12 +3,14 @@
 - **Precision** (``--precision``): ``fp32`` (strict float32, TF32 off: the reference), ``tf32`` (float32
   tensors, matrix products and convolutions on TF32 tensor cores) or ``bf16`` (autocast: convolutions and
   matrix products in bfloat16 on tensor cores, reductions in float32; latent codes, their gradients and Adam
-  stay float32). ``auto`` is ``tf32`` on CUDA and ``fp32`` on the CPU: in the GPU parity test
-  (``tests/accel/test_parity.py``, figures in ``benchmarks/RESULTS.md``) TF32 kept every measured method
-  within the tolerance of float32 one image at a time, while bf16 moved Im2S's final loss by up to 0.14 dB
-  per image and F/W+ 16x16's by 0.45 dB on the mean, through the RGB path, which has stayed float32 under
-  autocast since (``layers.ToRGB``; GPU re-check pending). Whatever the precision, the final loss and the
-  reconstructions are measured in float32 after the last step (``methods.base.full_precision``).
+  stay float32). ``auto`` is ``fp32`` on the CPU; on CUDA each method runs at the fastest reduced precision
+  at which it held the GPU parity test (``tests/accel/test_parity.py``: per image within 0.1 dB of float32
+  one image at a time, figures in ``benchmarks/RESULTS.md``), as its preset records
+  (``methods.base.Preset.gpu_precisions``), else in float32. On the H100 Im2S, P-norm+, F/W+ 8x8 and 16x16
+  and IDinvert held at TF32 and bf16, so they run in bf16; the W projector held at neither (one image moved by
+  0.16 dB at TF32) and runs in float32, batched. Whatever the precision, the final loss and the
+  reconstructions are measured in float32 after the last step (``methods.base.full_precision``), and the RGB
+  path stays float32 under autocast (``layers.ToRGB``: in bf16 its rounding had moved Im2S by 0.14 dB).
 - **Memory layout**: on CUDA the generator's activations and the perceptual networks run channels-last
   (NHWC), the layout tensor-core convolutions want.
 - **Compilation** (``--compile``): ``torch.compile`` of the generator's synthesis blocks (one graph for all
@@ -87,16 +89,30 @@ class Accel:
                 module.to(memory_format=layout)
 
 
-def resolve_accel(precision: str, device: torch.device, compile: bool = False) -> Accel:
-    """The :class:`Accel` of ``--precision`` (auto: TF32 + channels-last on CUDA, fp32 on the CPU) and ``--compile``."""
+def resolve_accel(precision: str, device: torch.device, compile: bool = False,
+                  tested: tuple[str, ...] = ()) -> Accel:
+    """The :class:`Accel` of ``--precision`` and ``--compile`` for one method.
+
+    ``tested``: the reduced precisions at which the method held the GPU parity test, fastest last (its
+    preset's ``gpu_precisions``). ``auto`` is the last of them on CUDA (float32 if none) and float32 on the
+    CPU; a precision named explicitly applies as given. Channels-last on CUDA.
+    """
     if precision not in PRECISION_CHOICES:
         raise ValueError(f"--precision {precision!r}: expected one of {', '.join(PRECISION_CHOICES)}")
     cuda = device.type == "cuda"
     if precision == "auto":
-        precision = "tf32" if cuda else "fp32"
+        precision = tested[-1] if cuda and tested else "fp32"
     if precision != "fp32" and not cuda:
         raise ValueError(f"--precision {precision} needs a CUDA device; this run is on the {device.type}")
     return Accel(precision, channels_last=cuda, compile=compile)
+
+
+def describe_accels(accels: dict[str, Accel]) -> str:
+    """One fast path (``bf16, channels-last``) or, where methods differ, each method's (``im2s: bf16, ...``)."""
+    labels = {a.label for a in accels.values()}
+    if len(labels) == 1:
+        return labels.pop()
+    return "; ".join(f"{name}: {a.label}" for name, a in accels.items())
 
 
 def probe_batch_size(invert: Callable[[int], object], device: torch.device, limit: int,

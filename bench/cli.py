@@ -66,7 +66,8 @@ def main() -> None:
 @click.option("--batch-size", type=BATCH_SIZE, default=None,
               help="Images inverted together, or auto: from free GPU memory (8 on the CPU).  [default: auto]")
 @click.option("--precision", type=click.Choice(PRECISION_CHOICES), default=None,
-              help="Inversion arithmetic: auto = TF32 on CUDA, fp32 on the CPU; bf16 = fastest.  [default: auto]")
+              help="Inversion arithmetic. auto: on CUDA each method at the fastest precision that held the GPU parity "
+                   "test (bf16; fp32 for w), fp32 on the CPU.  [default: auto]")
 @click.option("--compile/--no-compile", default=None,
               help="torch.compile the generator (fuses its elementwise work; compiling takes minutes, so it pays "
                    "on long GPU runs).  [default: no]")
@@ -208,7 +209,7 @@ def ls(what: str) -> None:
 @click.option("--batch", type=BATCH_SIZE, default=32, help="Batch size of the batched run, or auto (free memory).")
 @click.option("--steps", default="5,25", help="LO,HI optimiser steps; the rate is taken from their difference.")
 @click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto",
-              help="Fast-path precision (auto: TF32 on CUDA, fp32 on the CPU); one image at a time is also timed "
+              help="Fast-path precision (auto: per method, as in bench run); one image at a time is also timed "
                    "in fp32.")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the generator on the fast path.")
 @click.option("--single/--no-single", default=True, help="Also time one image at a time (fast path and fp32).")
@@ -217,23 +218,24 @@ def speed(config_name: str, methods: str, batch, steps: str, precision: str, com
           device: str) -> None:
     """Image-steps per second of each method, batched vs one image at a time, FLOPs and memory."""
     from bench import speed as sp
-    from bench.accel import resolve_accel
+    from bench.accel import describe_accels, resolve_accel
     from bench.runner import resolve_device
-    from methods import expand_method_names
+    from methods import expand_method_names, get_preset
 
     try:
         dev = resolve_device(device)
         lo, hi = (int(v) for v in steps.split(","))
         if not 0 <= lo < hi:
             raise ValueError(f"--steps {steps!r}: expected LO,HI with 0 <= LO < HI")
-        accel = resolve_accel(precision, dev, compile_)
-        gen, perceptual, desc = sp.build_timing_setup(config_name, dev)
         names = expand_method_names(methods)
+        accels = {n: resolve_accel(precision, dev, compile_, get_preset(n).gpu_precisions) for n in names}
+        gen, perceptual, desc = sp.build_timing_setup(config_name, dev)
         click.echo(f"device: {dev}{' (' + torch_device_name(dev) + ')' if dev.type == 'cuda' else ''}; {desc}; "
-                   f"fast path: {accel.label}")
-        rows = [sp.time_method(n, gen, perceptual, batch, (lo, hi), dev, accel, log=lambda m: click.echo(m, err=True),
-                               single=single) for n in names]
-        click.echo(sp.format_rows(rows, sp.matmul_peak_tflops(dev, accel.precision)))
+                   f"fast path: {describe_accels(accels)}")
+        rows = [sp.time_method(n, gen, perceptual, batch, (lo, hi), dev, accels[n],
+                               log=lambda m: click.echo(m, err=True), single=single) for n in names]
+        peaks = {a.precision: sp.matmul_peak_tflops(dev, a.precision) for a in accels.values()}
+        click.echo(sp.format_rows(rows, peaks))
     except (ValueError, OSError) as err:
         _fail(err)
 

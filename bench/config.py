@@ -44,7 +44,8 @@ class RunConfig:
         steps: optimisation steps for every method (overrides the profile).
         profile: ``auto`` (quick on CPU, paper on GPU), ``quick`` or ``paper``.
         batch_size: images inverted together, or ``"auto"`` (from free GPU memory; 8 on the CPU).
-        precision: ``auto`` (TF32 on CUDA, fp32 on the CPU), ``fp32``, ``tf32`` or ``bf16`` (``bench.accel``).
+        precision: ``auto`` (on CUDA each method at the fastest precision that held the parity test, see
+            ``methods.base.Preset.gpu_precisions``; fp32 on the CPU), ``fp32``, ``tf32`` or ``bf16`` (``bench.accel``).
         compile: ``torch.compile`` the generator's synthesis (``bench.accel``; pays on long GPU runs).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         run_dir: output folder; an existing run with the same configuration is resumed.

@@ -102,7 +102,10 @@ class Prepared:
     attributes: tuple[str, ...] = ()
     # method -> item id -> latents of the aligned (identity) pass, kept for the consistency metric
     aligned_latents: dict = field(default_factory=dict)
+    # the run's memory layout and compilation (precision aside: each method's is in ``accels``)
     accel: Accel = field(default_factory=Accel)
+    # method -> its fast path (``--precision auto`` differs per method: ``resolve_accel``)
+    accels: dict = field(default_factory=dict)
     # method -> batch size that fits (from --batch-size auto's probe, or halved after an out-of-memory)
     batch_sizes: dict = field(default_factory=dict)
 
@@ -135,7 +138,9 @@ def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Prepared:
     descriptions = {"generator": generator.description, "data": f"{data_spec}: {source.description}",
                     "perceptual": perceptual_text}
     prep = Prepared(config, device, generator, items, specs, methods, perceptual, metrics, descriptions,
-                    accel=resolve_accel(config.precision, device, config.compile))
+                    accel=resolve_accel(config.precision, device, config.compile),
+                    accels={name: resolve_accel(config.precision, device, config.compile,
+                                                get_preset(name).gpu_precisions) for name in methods})
     prep.accel.prepare(generator, perceptual)
     if config.edits:
         prep.edits = edit_jobs(config.edits, generator)
@@ -160,7 +165,7 @@ def batch_size_for(prep: Prepared, name: str, pending: list[Item], log: Callable
         sample = torch.stack([it.image for it in pending[:1]]).to(prep.device)
 
         def invert(b: int) -> None:
-            with prep.accel.context(prep.device):
+            with prep.accels[name].context(prep.device):
                 probe.invert(sample.expand(b, -1, -1, -1).contiguous(), prep.generator, seeds=list(range(b)),
                              perceptual=prep.perceptual)
 

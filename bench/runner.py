@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from bench.accel import describe_accels
 from bench.config import RunConfig, method_overrides
 from bench.data import Item
 from bench.data.images import save_image
@@ -77,7 +78,7 @@ def _invert_adaptive(method: Method, targets: torch.Tensor, prep: Prepared, seed
         return [part for k in range(0, targets.shape[0], fits)
                 for part in _invert_adaptive(method, targets[k : k + fits], prep, seeds[k : k + fits])]
     try:
-        with prep.accel.context(prep.device):
+        with prep.accels[method.name].context(prep.device):
             return [method.invert(targets, prep.generator, seeds=seeds, perceptual=prep.perceptual)]
     except torch.cuda.OutOfMemoryError:
         if targets.shape[0] == 1:
@@ -224,7 +225,8 @@ def run(config: RunConfig, *, progress: bool = True, log: Callable[[str], None] 
     cfg = prep.config.to_dict() | {"run_dir": str(run_dir)}
     store.check_config(cfg)
     store.write_json("config.json", cfg)
-    store.write_json("versions.json", versions(prep.device, **prep.descriptions))
+    store.write_json("versions.json", versions(prep.device, **prep.descriptions,
+                                                fast_path=describe_accels(prep.accels)))
     store.write_json("metrics.json", metric_table(prep.metrics)
                      | metric_entries(prep.edits, prep.metrics, prep.attribute_net is not None)
                      | consistency_entries(prep.edits, prep.metrics))
@@ -278,5 +280,6 @@ def _notes(prep: Prepared) -> list[str]:
             f"generator: {prep.descriptions['generator']}",
             f"data: {prep.descriptions['data']}",
             f"perceptual loss: {prep.descriptions['perceptual']}",
-            f"precision: {prep.accel.label}  batch size: {c.batch_size}"] + (
+            f"precision{' (' + c.precision + ')' if c.precision == 'auto' else ''}: "
+            f"{describe_accels(prep.accels)}  batch size: {c.batch_size}"] + (
         [f"edits: {', '.join(j.label for j in prep.edits)}"] if prep.edits else [])

@@ -11,6 +11,7 @@ the values); such networks are used for timing only and never produce a reported
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,12 +36,13 @@ class SpeedRow:
 
     method: str
     batch: int
-    precision: str
+    fast_path: str  # Accel.label, e.g. "bf16, channels-last"
     image_steps_per_s: float
     single_image_steps_per_s: float
     single_fp32_image_steps_per_s: float
     flops_per_image_step: float
     peak_mem_per_image_mb: float
+    precision: str = "fp32"  # of the batched run (keys the matrix-product peak it is compared with)
 
     @property
     def ratio(self) -> float:
@@ -201,14 +203,15 @@ def time_method(name: str, gen, perceptual, batch: int | str, steps: tuple[int, 
             batch //= 2
             log(f"{name}: out of memory; batch halved to {batch}")
     peak = torch.cuda.max_memory_allocated(device) / batch / 2**20 if device.type == "cuda" else float("nan")
+    # written before the slow one-image runs, so that a run cut short still leaves the batched figures
+    log(f"{name}: {batched:.1f} image-steps/s batched ({batch}, {accel.label}), peak {peak:.0f} MB / image")
     one = one_fp32 = float("nan")
     if single:
         one = _rate(name, gen, perceptual, targets[:1], *steps, accel)
         one_fp32 = _rate(name, gen, perceptual, targets[:1], *steps, Accel()) if accel != Accel() else one
+        log(f"{name}: {one:.1f} image-steps/s one at a time ({accel.label}), {one_fp32:.1f} one at a time in fp32")
     flops = _flops_per_image_step(name, gen, perceptual, targets[:1])
-    log(f"{name}: {batched:.1f} image-steps/s batched ({batch}, {accel.label}), {one:.1f} one at a time, "
-        f"{one_fp32:.1f} one at a time in fp32")
-    return SpeedRow(name, batch, accel.label, batched, one, one_fp32, flops, peak)
+    return SpeedRow(name, batch, accel.label, batched, one, one_fp32, flops, peak, accel.precision)
 
 
 def matmul_peak_tflops(device: torch.device, precision: str = "fp32", n: int = 8192) -> float:
@@ -234,17 +237,26 @@ def matmul_peak_tflops(device: torch.device, precision: str = "fp32", n: int = 8
         torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-def format_rows(rows: list[SpeedRow], peak_tflops: float) -> str:
-    """Markdown table of the timings (``peak_tflops``: the measured matrix-product peak at the rows' precision)."""
+def format_rows(rows: list[SpeedRow], peak_tflops: dict[str, float]) -> str:
+    """Markdown table of the timings; ``peak_tflops``: precision -> measured matrix-product peak (TFLOP/s).
+
+    Rates that were not measured (``--no-single``) are shown as a dash.
+    """
     head = ("| method | precision | batch | image-steps/s | one at a time (same precision) | one at a time (fp32) "
             "| ratio vs fp32 single | ratio vs same-precision single | GFLOP / image-step "
-            f"| achieved TFLOP/s (peak {peak_tflops:.0f}) | peak MB / image |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|")
+            "| achieved TFLOP/s | matrix-product peak TFLOP/s | peak MB / image |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         achieved = r.flops_per_image_step * r.image_steps_per_s / 1e12
-        lines.append(f"| {r.method} | {r.precision} | {r.batch} | {r.image_steps_per_s:.1f} | "
-                     f"{r.single_image_steps_per_s:.1f} | {r.single_fp32_image_steps_per_s:.1f} | {r.ratio:.1f}x | "
-                     f"{r.ratio_same_precision:.1f}x | {r.flops_per_image_step / 1e9:.2f} | {achieved:.1f} | "
-                     f"{r.peak_mem_per_image_mb:.0f} |")
+        peak = peak_tflops.get(r.precision, math.nan)
+        lines.append(f"| {r.method} | {r.fast_path} | {r.batch} | {r.image_steps_per_s:.1f} | "
+                     f"{_num(r.single_image_steps_per_s)} | {_num(r.single_fp32_image_steps_per_s)} | "
+                     f"{_num(r.ratio, 'x')} | {_num(r.ratio_same_precision, 'x')} | "
+                     f"{r.flops_per_image_step / 1e9:.2f} | {achieved:.1f} | {_num(peak, digits=0)} | "
+                     f"{_num(r.peak_mem_per_image_mb, digits=0)} |")
     return "\n".join(lines)
+
+
+def _num(value: float, unit: str = "", digits: int = 1) -> str:
+    return "—" if math.isnan(value) else f"{value:.{digits}f}{unit}"

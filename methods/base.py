@@ -179,6 +179,10 @@ class Preset:
     needs_encoder: bool = False
     supports_editing: bool = True
     reference: str = ""
+    # Reduced GPU precisions ("tf32", "bf16", fastest last) at which this preset held the quality-parity test
+    # on the GPU (tests/accel/test_parity.py; figures in benchmarks/RESULTS.md). `--precision auto` on CUDA runs
+    # the preset at the last of them, or in float32 if there is none: an untested preset stays float32.
+    gpu_precisions: tuple[str, ...] = ()
 
     @property
     def default_steps(self) -> int:
@@ -186,6 +190,7 @@ class Preset:
         return int(self.params.get("steps", self.cls.Params().steps))
 
 
+REDUCED_PRECISIONS = ("tf32", "bf16")  # the GPU precisions below float32 (bench.accel), slowest first
 _PRESETS: dict[str, Preset] = {}
 _ALIASES: dict[str, tuple[str, ...]] = {}
 
@@ -200,6 +205,9 @@ def register_preset(preset: Preset) -> Preset:
     unknown = set(preset.params) - known
     if unknown:
         raise ValueError(f"preset {preset.name!r}: unknown parameters {sorted(unknown)}; known: {sorted(known)}")
+    if not set(preset.gpu_precisions) <= set(REDUCED_PRECISIONS):
+        raise ValueError(f"preset {preset.name!r}: gpu_precisions {preset.gpu_precisions} must be drawn from "
+                         f"{REDUCED_PRECISIONS}")
     _PRESETS[preset.name] = preset
     return preset
 

@@ -66,9 +66,11 @@ class WPlusOptimization(Method):
 register_preset(Preset(
     name="im2s", cls=WPlusOptimization, params={}, latent_space="W+",
     description="Image2StyleGAN: W+ from the mean latent, Adam lr 0.01, MSE + perceptual, 5000 steps",
-    reference="Abdal, Qin, Wonka. Image2StyleGAN. ICCV 2019"))
+    reference="Abdal, Qin, Wonka. Image2StyleGAN. ICCV 2019",
+    gpu_precisions=("tf32", "bf16")))  # both held the GPU parity test
 register_preset(Preset(
     name="pnorm", cls=WPlusOptimization, params={"steps": 1300, "pnorm_weight": 0.001}, latent_space="W+",
     description="P-norm+ baseline: W+ from the mean latent, Adam lr 0.01, MSE + perceptual + 0.001 P-norm+, "
                 "1300 steps (II2S recipe)",
-    reference="Zhu, Abdal, Qin, Femiani, Wonka. Improved StyleGAN Embedding: Where are the Good Latents? 2020"))
+    reference="Zhu, Abdal, Qin, Femiani, Wonka. Improved StyleGAN Embedding: Where are the Good Latents? 2020",
+    gpu_precisions=("tf32", "bf16")))

@@ -50,4 +50,4 @@ def test_no_single_skips_the_one_image_runs():
     assert result.exit_code == 0, result.output
     row = next(line for line in result.output.splitlines() if line.startswith("| im2s"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert float(cells[3]) > 0 and cells[4] == cells[5] == "nan" and cells[6] == "nanx"
+    assert float(cells[3]) > 0 and cells[4] == cells[5] == cells[6] == cells[7] == "—"
