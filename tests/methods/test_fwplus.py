@@ -137,6 +137,10 @@ def test_batch_invariance(gen, s):
     for i in range(4):
         alone = method.invert(x[i : i + 1], gen, seeds=[i], perceptual=perceptual)
         for key in ("f", "wp"):
-            torch.testing.assert_close(alone.latents[key][0], together.latents[key][i], atol=1e-5, rtol=1e-4)
+            # 1e-4: float rounding differs between batch sizes (other convolution algorithms), and Adam divides
+            # each gradient by its running RMS, so an element whose gradient is near zero carries that rounding
+            # into its step (seen: 2e-5 on 1 of 4096 elements of f, on one CPU); 1e-4 is 1/300 of the largest
+            # movement of 3 steps at lr 0.01, while a batch leak moves whole maps by far more
+            torch.testing.assert_close(alone.latents[key][0], together.latents[key][i], atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(alone.images[0], together.images[i], atol=1e-4, rtol=0)
         torch.testing.assert_close(alone.loss[0], together.loss[i], atol=1e-6, rtol=1e-4)
