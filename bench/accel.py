@@ -93,15 +93,15 @@ def resolve_accel(precision: str, device: torch.device, compile: bool = False,
                   tested: tuple[str, ...] = ()) -> Accel:
     """The :class:`Accel` of ``--precision`` and ``--compile`` for one method.
 
-    ``tested``: the reduced precisions at which the method held the GPU parity test, fastest last (its
-    preset's ``gpu_precisions``). ``auto`` is the last of them on CUDA (float32 if none) and float32 on the
-    CPU; a precision named explicitly applies as given. Channels-last on CUDA.
+    ``tested``: the reduced precisions at which the method held the GPU parity test (its preset's
+    ``gpu_precisions``). ``auto`` is the fastest of them on CUDA (bf16 over tf32; float32 if none) and float32
+    on the CPU; a precision named explicitly applies as given. Channels-last on CUDA.
     """
     if precision not in PRECISION_CHOICES:
         raise ValueError(f"--precision {precision!r}: expected one of {', '.join(PRECISION_CHOICES)}")
     cuda = device.type == "cuda"
     if precision == "auto":
-        precision = tested[-1] if cuda and tested else "fp32"
+        precision = max(tested, key=PRECISIONS.index) if cuda and tested else "fp32"
     if precision != "fp32" and not cuda:
         raise ValueError(f"--precision {precision} needs a CUDA device; this run is on the {device.type}")
     return Accel(precision, channels_last=cuda, compile=compile)

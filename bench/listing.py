@@ -8,12 +8,18 @@ from bench.config import RunConfig
 
 
 def methods() -> str:
-    """One line per method preset with its latent space, steps and description."""
+    """One line per method preset: latent space, steps, GPU precision of ``--precision auto``, description."""
+    import torch
+
+    from bench.accel import resolve_accel
     from methods import list_presets
 
-    lines = [f"{'name':<10} {'space':<6} {'steps':>6}  description"]
+    lines = [f"{'name':<10} {'space':<6} {'steps':>6}  {'gpu auto':<8}  description"]
     for p in list_presets():
-        lines.append(f"{p.name:<10} {p.latent_space:<6} {p.default_steps:>6}  {p.description}")
+        gpu = resolve_accel("auto", torch.device("cuda"), tested=p.gpu_precisions).precision
+        lines.append(f"{p.name:<10} {p.latent_space:<6} {p.default_steps:>6}  {gpu:<8}  {p.description}")
+    lines.append("gpu auto: the precision `--precision auto` runs the method at on CUDA (the fastest that held the "
+                 "GPU parity test; fp32 on the CPU)")
     return "\n".join(lines)
 
 

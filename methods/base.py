@@ -179,9 +179,9 @@ class Preset:
     needs_encoder: bool = False
     supports_editing: bool = True
     reference: str = ""
-    # Reduced GPU precisions ("tf32", "bf16", fastest last) at which this preset held the quality-parity test
-    # on the GPU (tests/accel/test_parity.py; figures in benchmarks/RESULTS.md). `--precision auto` on CUDA runs
-    # the preset at the last of them, or in float32 if there is none: an untested preset stays float32.
+    # Reduced GPU precisions ("tf32", "bf16") at which this preset held the quality-parity test on the GPU
+    # (tests/accel/test_parity.py; figures in benchmarks/RESULTS.md). `--precision auto` on CUDA runs the preset
+    # at the fastest of them, or in float32 if there is none: an untested preset stays float32.
     gpu_precisions: tuple[str, ...] = ()
 
     @property

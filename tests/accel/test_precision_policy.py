@@ -35,6 +35,7 @@ def test_auto_is_float32_on_the_cpu_and_a_named_precision_is_kept():
     assert resolve_accel("auto", CPU, tested=("tf32", "bf16")) == Accel("fp32")
     assert resolve_accel("tf32", CUDA, tested=()).precision == "tf32"  # the user's explicit choice stands
     assert resolve_accel("auto", CUDA, compile=True, tested=("tf32",)) == Accel("tf32", True, True)
+    assert resolve_accel("auto", CUDA, tested=("bf16", "tf32")).precision == "bf16"  # the fastest, in any order
     with pytest.raises(ValueError, match="needs a CUDA device"):
         resolve_accel("bf16", CPU)
 

@@ -279,3 +279,8 @@ def test_make_set_with_identity_keeps_both_labels(gen_path, tmp_path):
     df = results(tmp_path / "r")
     assert set(df["transform"]) == {"identity", "scale:0.75"}
     assert df.groupby("transform")["item"].nunique().to_dict() == {"identity": 2, "scale:0.75": 2}
+
+
+def test_ls_methods_shows_the_gpu_precision_of_auto():
+    rows = {line.split()[0]: line.split()[3] for line in invoke("ls", "methods").stdout.splitlines()[1:8]}
+    assert rows["im2s"] == rows["fwplus16"] == "bf16" and rows["w"] == rows["psp"] == "fp32"
