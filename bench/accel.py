@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import torch
 
-PRECISIONS = ("fp32", "tf32", "bf16")
-PRECISION_CHOICES = ("auto", *PRECISIONS)
+from bench.choices import PRECISION_CHOICES, PRECISIONS  # torch-free, so that the CLI starts fast
+
 AUTO_BATCH_CAP = 256
 CPU_AUTO_BATCH = 8
 MEMORY_FRACTION = 0.8

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from bench.accel import PRECISION_CHOICES
+from bench.choices import PRECISION_CHOICES
 from bench.config import PROFILES, RunConfig, make_config
 
 DEFAULTS = RunConfig()

@@ -17,7 +17,7 @@ from typing import Any
 
 import tomllib
 
-from bench.accel import PRECISION_CHOICES
+from bench.choices import PRECISION_CHOICES
 
 PROFILES = {
     # steps cap per method and default number of items; None keeps each method's published default
