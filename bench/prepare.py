@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -18,7 +19,7 @@ from bench.accel import Accel, probe_batch_size, resolve_accel
 from bench.config import RunConfig, method_overrides, resolve
 from bench.data import Item, open_source
 from bench.editing import edit_jobs
-from bench.generators.checkpoints import load_generator
+from bench.encoders.psp_release import load_generator_file
 from bench.metrics import DEFAULT_METRICS, Metric, build_metrics
 from bench.perceptual import PERCEPTUAL_CHOICES, lpips_weight_files, resolve_perceptual
 from bench.world.defaults import default_data_spec, default_generator
@@ -117,7 +118,7 @@ def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Prepared:
     check_names(config)
     methods = expand_method_names(config.methods)
     if config.generator:
-        generator = load_generator(config.generator)
+        generator = load_generator_file(config.generator)  # also a pSp/e4e checkpoint's decoder
     else:
         generator = default_generator()
     generator = generator.to(device).eval().requires_grad_(False)
@@ -180,15 +181,20 @@ def method_resources(preset, prep: Prepared) -> dict:
     if not preset.needs_encoder:
         return {}
     from bench.encoders import load_encoder
+    from bench.encoders.provenance import check_trained_for, split_encoder_value
     from bench.world import zoo
 
-    path = prep.config.encoders.get(preset.name)
+    value = prep.config.encoders.get(preset.name)
+    path, waive = split_encoder_value(value) if value is not None else (None, False)
     if path is None and prep.config.generator is None:
         path = zoo.asset_path(f"{preset.name}_encoder")
     if path is None:
         raise ValueError(f"method {preset.name!r} needs an encoder trained for this generator; pass "
-                         f"--encoder {preset.name}=PATH (none is shipped for it)")
-    return {"encoder": load_encoder(path, prep.device)}
+                         f"--encoder {preset.name}=PATH, or make one: bench train-encoder {preset.name} "
+                         f"--generator {prep.config.generator or 'G'} --out FILE (bench zoo ls)")
+    encoder = load_encoder(path, prep.device, method=preset.name)
+    check_trained_for(encoder, prep.generator, str(path), preset.name, waive)
+    return {"encoder": encoder}
 
 
 def attach_pnorm_stats(generator, use_world: bool, path: str | None = None) -> None:
@@ -201,6 +207,11 @@ def attach_pnorm_stats(generator, use_world: bool, path: str | None = None) -> N
     path = path or (zoo.asset_path("pnorm_stats") if use_world else None)
     if path is None:
         return
+    if Path(path).is_dir() or str(path).endswith(".npy"):  # BDInvert's pnorm/<model>/ folder
+        from bench.encoders.bdinvert import load_bdinvert_pnorm
+
+        _attach_stats(generator, load_bdinvert_pnorm(path), path)
+        return
     from safetensors import safe_open
 
     from methods.pnorm import PNormStats
@@ -212,6 +223,10 @@ def attach_pnorm_stats(generator, use_world: bool, path: str | None = None) -> N
         stats = PNormStats(t["mean"].float(), t["eigvecs"].float(), t["eigvals"].float(), samples=samples)
     except (OSError, KeyError, ValueError, RuntimeError) as err:
         raise ValueError(f"--pnorm-stats {path}: not a P-norm+ statistics file ({err})") from err
+    _attach_stats(generator, stats, path)
+
+
+def _attach_stats(generator, stats, path) -> None:
     if stats.mean.shape != (generator.w_dim,):
         raise ValueError(f"--pnorm-stats {path}: statistics are for w_dim {stats.mean.shape[0]}, "
                          f"the generator has {generator.w_dim}")

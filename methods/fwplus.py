@@ -41,11 +41,14 @@ class BaseCodeEncoder(nn.Module):
     """BDInvert's fully convolutional base-code encoder (methods.md §1.2), widths as parameters.
 
     Three stages of 3 x [conv3x3 + BN + LReLU(0.2)] then AvgPool(2), widths doubling from ``width`` up to
-    ``max_width``; then conv3x3 + BN + LReLU and a linear conv3x3 to ``out_channels``. Input: (N, 3, 8s,
-    8s) in [-1, 1]; output: (N, out_channels, s, s), in the generator's post-activation feature domain.
+    ``max_width``; then conv3x3 + BN + LReLU to ``head_width`` and a linear conv3x3 to ``out_channels``.
+    Input: (N, 3, 8s, 8s) in [-1, 1]; output: (N, out_channels, s, s), in the generator's post-activation
+    feature domain. BDInvert's ``encoder_simple`` is ``head_width = out_channels`` (its last two convs
+    have the output's width); ``head_width=None`` keeps the last stage's width (the world's encoders).
     """
 
-    def __init__(self, out_channels: int, width: int = 32, max_width: int = 128, blocks: int = 3) -> None:
+    def __init__(self, out_channels: int, width: int = 32, max_width: int = 128, blocks: int = 3,
+                 head_width: int | None = None) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c_in = 3
@@ -55,8 +58,9 @@ class BaseCodeEncoder(nn.Module):
                 layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.BatchNorm2d(c), nn.LeakyReLU(0.2)]
                 c_in = c
             layers.append(nn.AvgPool2d(2))
-        layers += [nn.Conv2d(c_in, c_in, 3, padding=1), nn.BatchNorm2d(c_in), nn.LeakyReLU(0.2),
-                   nn.Conv2d(c_in, out_channels, 3, padding=1)]
+        head = head_width or c_in
+        layers += [nn.Conv2d(c_in, head, 3, padding=1), nn.BatchNorm2d(head), nn.LeakyReLU(0.2),
+                   nn.Conv2d(head, out_channels, 3, padding=1)]
         self.model = nn.Sequential(*layers)
         self.stride = 2**blocks
         for m in self.modules():
@@ -99,6 +103,10 @@ class FWPlus(Method):
         if self.encoder is None:
             raise ValueError(f"method {self.name!r} needs its base-code encoder for {self.params.base_res}x"
                              f"{self.params.base_res}; none was given (bench zoo ls)")
+        enc_res = getattr(self.encoder, "base_res", None)
+        if enc_res is not None and int(enc_res) != self.params.base_res:
+            raise ValueError(f"method {self.name!r} needs a {self.params.base_res}x{self.params.base_res} base-code "
+                             f"encoder; the one given was trained for {enc_res}x{enc_res}")
         self.encoder.eval()
         with torch.no_grad(), full_precision(targets.device):
             return self.encoder(encoder_input(targets.float(), self.params.base_res)).float()

@@ -64,3 +64,54 @@ def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], path: s
         raise ValueError(f"{path}: keys or shapes do not match the encoder architecture: {bad[:5]}")
     module.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
     return module.to(device).eval().requires_grad_(False)
+
+
+class EncoderFileError(ValueError):
+    """An encoder (or side) file is missing, unreadable, of an unknown format or of the wrong architecture."""
+
+
+def read_torch_file(path: str | Path, what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU: no code in the file runs.
+
+    Raises:
+        EncoderFileError: naming the file and ``what`` was expected if it is missing or unreadable.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EncoderFileError(f"{path}: no such {what} file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure is reported with the file name
+        raise EncoderFileError(f"{path}: cannot be read as a weights-only torch file ({what}): {err}") from err
+
+
+def check_keys(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], path: str | Path,
+               fmt: str, optional: Iterable[str] = ()) -> None:
+    """Raise :class:`EncoderFileError` unless ``state`` has exactly the expected keys and shapes.
+
+    Args:
+        expected: the architecture's ``state_dict()``.
+        state: the file's tensors.
+        path: the file (named in the error).
+        fmt: the format's name (named in the error).
+        optional: keys that may be absent (e.g. BatchNorm's ``num_batches_tracked``, unused at inference).
+    """
+    opt = set(optional)
+    missing = sorted(set(expected) - set(state) - opt)
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [f"{k}: file {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+             for k in sorted(set(state) & set(expected)) if tuple(state[k].shape) != tuple(expected[k].shape)]
+    problems = [f"{len(v)} {what}, e.g. {v[:4]}" for what, v in
+                (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", wrong)) if v]
+    if problems:
+        raise EncoderFileError(f"{path}: does not match the {fmt} architecture: " + "; ".join(problems))
+
+
+def load_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path, fmt: str,
+                 device: torch.device | str, optional: Iterable[str] = ()) -> torch.nn.Module:
+    """Check keys and shapes (:func:`check_keys`), load as float32, freeze, eval mode, move to ``device``."""
+    expected = module.state_dict()
+    check_keys(expected, state, path, fmt, optional)
+    full = {k: (state[k] if k in state else expected[k]).to(expected[k].dtype) for k in expected}
+    module.load_state_dict(full, strict=True)
+    return module.to(device).eval().requires_grad_(False)
