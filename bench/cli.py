@@ -214,8 +214,11 @@ def ls(what: str) -> None:
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the generator on the fast path.")
 @click.option("--single/--no-single", default=True, help="Also time one image at a time (fast path and fp32).")
 @click.option("--device", default="auto", help="auto, cpu, cuda.")
+@click.option("--min-seconds", type=click.FloatRange(min=0.001), default=0.1,
+              help="Shortest timed difference a rate is taken from; shorter runs get more steps (up to 20000), "
+                   "else the method is refused.")
 def speed(config_name: str, methods: str, batch, steps: str, precision: str, compile_: bool, single: bool,
-          device: str) -> None:
+          device: str, min_seconds: float) -> None:
     """Image-steps per second of each method, batched vs one image at a time, FLOPs and memory."""
     from bench import speed as sp
     from bench.accel import describe_accels, resolve_accel
@@ -233,7 +236,8 @@ def speed(config_name: str, methods: str, batch, steps: str, precision: str, com
         click.echo(f"device: {dev}{' (' + torch_device_name(dev) + ')' if dev.type == 'cuda' else ''}; {desc}; "
                    f"fast path: {describe_accels(accels)}")
         rows = [sp.time_method(n, gen, perceptual, batch, (lo, hi), dev, accels[n],
-                               log=lambda m: click.echo(m, err=True), single=single) for n in names]
+                               log=lambda m: click.echo(m, err=True), single=single, floor_s=min_seconds)
+                for n in names]
         peaks = {a.precision: sp.matmul_peak_tflops(dev, a.precision) for a in accels.values()}
         click.echo(sp.format_rows(rows, peaks))
     except (ValueError, OSError) as err:

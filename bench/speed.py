@@ -2,8 +2,11 @@
 
 One image-step is one optimiser step of one image. Each method is timed after a warm-up as the
 difference between runs of ``steps_hi`` and ``steps_lo`` steps (so set-up such as encoder passes or
-statistics is excluded), with the device synchronised around each run. FLOPs per image-step come from
-``torch.utils.flop_counter`` over one step; peak memory per image from CUDA's allocator.
+statistics is excluded), with the device synchronised around each run. A difference below a floor
+(``MIN_TIMED_S``; timer jitter and scheduling would dominate it) is never turned into a rate: the run is
+extended (more steps) until the difference clears the floor, or refused with :class:`TimingFloorError`.
+FLOPs per image-step come from ``torch.utils.flop_counter`` over one step; peak memory per image from
+CUDA's allocator.
 
 Timing configurations use random weights where no trained network exists (compute does not depend on
 the values); such networks are used for timing only and never produce a reported metric.
@@ -21,6 +24,11 @@ import torch
 from bench.accel import AUTO_BATCH_CAP, Accel, probe_batch_size
 from bench.generators.stylegan2 import GeneratorConfig, StyleGAN2Generator, default_channels
 from methods import build_method, get_preset
+
+MIN_TIMED_S = 0.1
+"""Shortest timed difference (seconds) a rate is taken from: a few ms of jitter stay a few per cent."""
+MAX_TIMED_STEPS = 20_000
+"""Most optimiser steps ``bench speed`` extends a run to before it refuses to report a rate."""
 
 CONFIGS = {
     # name: (resolution, channel base, channel max, w_dim, mapping layers)
@@ -43,6 +51,7 @@ class SpeedRow:
     flops_per_image_step: float
     peak_mem_per_image_mb: float
     precision: str = "fp32"  # of the batched run (keys the matrix-product peak it is compared with)
+    steps: tuple[int, int] = (0, 0)  # (LO, HI) steps the batched rate was taken from (HI may be extended)
 
     @property
     def ratio(self) -> float:
@@ -138,14 +147,56 @@ def _invert_seconds(method, gen, perceptual, targets: torch.Tensor, accel: Accel
     return time.perf_counter() - start
 
 
-def _rate(name: str, gen, perceptual, targets: torch.Tensor, lo: int, hi: int, accel: Accel) -> float:
+class TimingFloorError(ValueError):
+    """A timed difference stayed below the floor even at the largest number of steps allowed."""
+
+
+def timed_difference(seconds_for: Callable[[int], float], lo: int, hi: int, *, floor_s: float = MIN_TIMED_S,
+                     max_steps: int = MAX_TIMED_STEPS, what: str = "run") -> tuple[float, int]:
+    """``seconds_for(hi) - seconds_for(lo)``, with ``hi`` raised until the difference is at least ``floor_s``.
+
+    ``seconds_for(lo)`` runs once first as a warm-up. Each retry multiplies ``hi - lo`` by the factor the
+    last difference fell short by (times 1.5, at least 2, at most 64), up to ``max_steps``.
+
+    Args:
+        seconds_for: Wall seconds of a run of that many steps.
+        lo: Steps of the short run (>= 0).
+        hi: Steps of the long run (> lo).
+        floor_s: Shortest difference accepted, seconds.
+        max_steps: Largest ``hi`` tried.
+        what: Names the timed run in the error.
+
+    Returns:
+        ``(difference in seconds, the hi it was timed at)``.
+
+    Raises:
+        TimingFloorError: If the difference is below ``floor_s`` at ``hi == max_steps``.
+    """
+    seconds_for(lo)  # warm-up (allocations, cuDNN choices)
+    while True:
+        diff = seconds_for(hi) - seconds_for(lo)
+        if diff >= floor_s:
+            return diff, hi
+        if hi >= max_steps:
+            raise TimingFloorError(
+                f"bench speed: {what}: {hi - lo} steps took {diff * 1e3:.2f} ms more than {lo}, below the "
+                f"{floor_s * 1e3:.0f} ms floor a rate can be taken from, even at {max_steps} steps; "
+                f"pass a larger --batch or --steps")
+        factor = 4.0 if diff <= 0 else min(64.0, max(2.0, 1.5 * floor_s / diff))
+        hi = min(max_steps, lo + math.ceil((hi - lo) * factor))
+
+
+def _rate(name: str, gen, perceptual, targets: torch.Tensor, lo: int, hi: int, accel: Accel,
+          floor_s: float = MIN_TIMED_S, max_steps: int = MAX_TIMED_STEPS) -> tuple[float, int]:
+    """Image-steps per second of ``name`` on ``targets`` and the HI steps it was timed at (see timed_difference)."""
     resources = _resources(name, gen)
-    m_lo = build_method(name, {"steps": lo}, **resources)
-    m_hi = build_method(name, {"steps": hi}, **resources)
-    _invert_seconds(m_lo, gen, perceptual, targets, accel)  # warm-up (allocations, cuDNN choices)
-    t_lo = _invert_seconds(m_lo, gen, perceptual, targets, accel)
-    t_hi = _invert_seconds(m_hi, gen, perceptual, targets, accel)
-    return targets.shape[0] * (hi - lo) / max(t_hi - t_lo, 1e-9)
+
+    def seconds_for(steps: int) -> float:
+        return _invert_seconds(build_method(name, {"steps": steps}, **resources), gen, perceptual, targets, accel)
+
+    what = f"{name} at batch {targets.shape[0]} ({accel.label})"
+    diff, hi = timed_difference(seconds_for, lo, hi, floor_s=floor_s, max_steps=max_steps, what=what)
+    return targets.shape[0] * (hi - lo) / diff, hi
 
 
 def _flops_per_image_step(name: str, gen, perceptual, targets: torch.Tensor) -> float:
@@ -175,13 +226,24 @@ def auto_batch(name: str, gen, perceptual, device: torch.device, accel: Accel) -
 
 
 def time_method(name: str, gen, perceptual, batch: int | str, steps: tuple[int, int], device: torch.device,
-                accel: Accel | None = None, log: Callable[[str], None] = print, single: bool = True) -> SpeedRow:
+                accel: Accel | None = None, log: Callable[[str], None] = print, single: bool = True,
+                floor_s: float = MIN_TIMED_S, max_steps: int = MAX_TIMED_STEPS) -> SpeedRow:
     """Batched and one-image-at-a-time throughput, FLOPs and peak memory of one method.
 
     The batched run and the first one-image run use ``accel`` (the fast path); the second one-image run
     is float32 in the default layout, the reference the fast path is compared with; ``single=False`` skips
-    both (their rates are NaN).
+    both (their rates are NaN). Each rate comes from a timed difference of at least ``floor_s`` seconds:
+    runs that are too short are extended up to ``max_steps`` steps (logged), else refused
+    (:class:`TimingFloorError`).
     """
+    lo, hi = steps
+
+    def rate(targets: torch.Tensor, acc: Accel, label: str) -> float:
+        value, used = _rate(name, gen, perceptual, targets, lo, hi, acc, floor_s, max_steps)
+        if used != hi:
+            log(f"{name}: {label}: {hi - lo} steps timed under {floor_s * 1e3:.0f} ms; extended to {lo},{used}")
+        return value
+
     accel = accel or Accel()
     if batch == "auto":
         batch, note = auto_batch(name, gen, perceptual, device, accel)
@@ -194,7 +256,7 @@ def time_method(name: str, gen, perceptual, batch: int | str, steps: tuple[int, 
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
         try:
-            batched = _rate(name, gen, perceptual, targets, *steps, accel)
+            batched, hi_used = _rate(name, gen, perceptual, targets, lo, hi, accel, floor_s, max_steps)
             break
         except torch.cuda.OutOfMemoryError:
             if batch == 1:
@@ -202,16 +264,18 @@ def time_method(name: str, gen, perceptual, batch: int | str, steps: tuple[int, 
             del targets, z
             batch //= 2
             log(f"{name}: out of memory; batch halved to {batch}")
+    if hi_used != hi:
+        log(f"{name}: batched: {hi - lo} steps timed under {floor_s * 1e3:.0f} ms; extended to {lo},{hi_used}")
     peak = torch.cuda.max_memory_allocated(device) / batch / 2**20 if device.type == "cuda" else float("nan")
     # written before the slow one-image runs, so that a run cut short still leaves the batched figures
     log(f"{name}: {batched:.1f} image-steps/s batched ({batch}, {accel.label}), peak {peak:.0f} MB / image")
     one = one_fp32 = float("nan")
     if single:
-        one = _rate(name, gen, perceptual, targets[:1], *steps, accel)
-        one_fp32 = _rate(name, gen, perceptual, targets[:1], *steps, Accel()) if accel != Accel() else one
+        one = rate(targets[:1], accel, "one at a time")
+        one_fp32 = rate(targets[:1], Accel(), "one at a time in fp32") if accel != Accel() else one
         log(f"{name}: {one:.1f} image-steps/s one at a time ({accel.label}), {one_fp32:.1f} one at a time in fp32")
     flops = _flops_per_image_step(name, gen, perceptual, targets[:1])
-    return SpeedRow(name, batch, accel.label, batched, one, one_fp32, flops, peak, accel.precision)
+    return SpeedRow(name, batch, accel.label, batched, one, one_fp32, flops, peak, accel.precision, (lo, hi_used))
 
 
 def matmul_peak_tflops(device: torch.device, precision: str = "fp32", n: int = 8192) -> float:
@@ -240,7 +304,8 @@ def matmul_peak_tflops(device: torch.device, precision: str = "fp32", n: int = 8
 def format_rows(rows: list[SpeedRow], peak_tflops: dict[str, float]) -> str:
     """Markdown table of the timings; ``peak_tflops``: precision -> measured matrix-product peak (TFLOP/s).
 
-    Rates that were not measured (``--no-single``) are shown as a dash.
+    Rates that were not measured (``--no-single``) are shown as a dash. A line under the table gives the
+    steps each batched rate was timed at (HI is larger than asked where a run was extended).
     """
     head = ("| method | precision | batch | image-steps/s | one at a time (same precision) | one at a time (fp32) "
             "| ratio vs fp32 single | ratio vs same-precision single | GFLOP / image-step "
@@ -255,6 +320,9 @@ def format_rows(rows: list[SpeedRow], peak_tflops: dict[str, float]) -> str:
                      f"{_num(r.ratio, 'x')} | {_num(r.ratio_same_precision, 'x')} | "
                      f"{r.flops_per_image_step / 1e9:.2f} | {achieved:.1f} | {_num(peak, digits=0)} | "
                      f"{_num(r.peak_mem_per_image_mb, digits=0)} |")
+    timed = ", ".join(f"{r.method} {r.steps[0]},{r.steps[1]}" for r in rows)
+    lines.append(f"\nRates from the time difference of runs of LO and HI steps (each above the timing floor, "
+                 f"--min-seconds); batched LO,HI: {timed}.")
     return "\n".join(lines)
 
 

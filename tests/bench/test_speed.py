@@ -1,5 +1,6 @@
 """`bench speed` on the tiny configuration (CPU smoke: structure and FLOP counting, never timing values)."""
 
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -51,3 +52,47 @@ def test_no_single_skips_the_one_image_runs():
     row = next(line for line in result.output.splitlines() if line.startswith("| im2s"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert float(cells[3]) > 0 and cells[4] == cells[5] == cells[6] == cells[7] == "—"
+
+
+def _fake_clock(per_step: float, setup: float = 0.01):
+    """``seconds_for(steps)`` of a method whose runs take ``setup + steps * per_step`` seconds; records calls."""
+    calls: list[int] = []
+
+    def seconds_for(steps: int) -> float:
+        calls.append(steps)
+        return setup + steps * per_step
+
+    return seconds_for, calls
+
+
+def test_a_timing_above_the_floor_is_taken_as_it_is():
+    seconds_for, calls = _fake_clock(per_step=0.01)
+    diff, hi = sp.timed_difference(seconds_for, 5, 25, floor_s=0.1)
+    assert hi == 25 and abs(diff - 0.2) < 1e-12
+    assert calls == [5, 25, 5]  # warm-up, then the pair
+
+
+def test_a_timing_below_the_floor_is_extended_until_it_clears_it():
+    seconds_for, calls = _fake_clock(per_step=1e-5)
+    diff, hi = sp.timed_difference(seconds_for, 2, 4, floor_s=0.1)
+    assert diff >= 0.1 and hi > 4
+    assert abs(2 * (hi - 2) / diff - 2 / 1e-5) < 1  # the rate is the true one, not 1e9-ish
+
+
+def test_a_timing_that_cannot_clear_the_floor_is_refused():
+    seconds_for, _ = _fake_clock(per_step=0.0)  # a run whose time does not grow with steps
+    with pytest.raises(sp.TimingFloorError, match="below the 100 ms floor.*even at 500 steps"):
+        sp.timed_difference(seconds_for, 2, 4, floor_s=0.1, max_steps=500, what="im2s")
+
+
+def test_speed_cli_never_reports_a_rate_from_a_too_short_timing():
+    """The issue's command: ``--steps 2,4`` on tiny printed 4e9 image-steps/s; now the run is extended."""
+    result = CliRunner().invoke(main, ["speed", "--config", "tiny", "--methods", "im2s", "--batch", "2",
+                                       "--steps", "2,4", "--no-single", "--device", "cpu", "--min-seconds", "0.05"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("| im2s"))
+    rate = float(row.strip("|").split("|")[3])
+    assert 0 < rate < 1e5  # the tiny generator on two CPU cores: hundreds to thousands
+    hi = int(result.output.split("batched LO,HI: im2s 2,")[1].split(".")[0])
+    assert hi > 4 and "extended to 2," in result.output
