@@ -154,8 +154,11 @@ def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Prepared:
     return prep
 
 
-def batch_size_for(prep: Prepared, name: str, pending: list[Item], log: Callable[[str], None] = print) -> int:
-    """Images per batch for method ``name``: --batch-size, or (auto) probed from free memory once per method."""
+def batch_size_for(prep: Prepared, name: str, pending: list, log: Callable[[str], None] = print) -> int:
+    """Images per batch for method ``name``: --batch-size, or (auto) probed from free memory once per method.
+
+    ``pending`` is the method's pending work (units or items); the batch never exceeds its length.
+    """
     if prep.config.batch_size != "auto":
         return int(prep.config.batch_size)
     if name not in prep.batch_sizes:
@@ -163,14 +166,15 @@ def batch_size_for(prep: Prepared, name: str, pending: list[Item], log: Callable
         overrides = method_overrides(prep.config, name, preset.default_steps)
         probe = build_method(name, overrides | {"steps": min(2, preset.default_steps)},
                              **method_resources(preset, prep))
-        sample = torch.stack([it.image for it in pending[:1]]).to(prep.device)
+        first = pending[0]
+        sample = getattr(first, "item", first).image[None].to(prep.device)  # a work unit or an item
 
         def invert(b: int) -> None:
             with prep.accels[name].context(prep.device):
                 probe.invert(sample.expand(b, -1, -1, -1).contiguous(), prep.generator, seeds=list(range(b)),
                              perceptual=prep.perceptual)
 
-        size, note = probe_batch_size(invert, prep.device, limit=len(prep.items))
+        size, note = probe_batch_size(invert, prep.device, limit=len(pending))
         prep.batch_sizes[name] = size
         log(f"batch size for {name}: {note}")
     return prep.batch_sizes[name]

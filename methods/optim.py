@@ -7,8 +7,10 @@ the same result as N runs of one image.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -80,6 +82,23 @@ def stylegan_lr(step: int, total: int, base: float, rampup: float = 0.05, rampdo
     return base * ramp
 
 
+_STEP_OBSERVER: contextvars.ContextVar[Callable[[int, int], None] | None] = contextvars.ContextVar(
+    "step_observer", default=None)
+
+
+@contextlib.contextmanager
+def observe_steps(callback: Callable[[int, int], None]) -> Iterator[None]:
+    """Call ``callback(done, total)`` after every optimisation step of :func:`run_adam` inside the block.
+
+    For progress display: the callback gets step counts only, so it adds no host synchronisation.
+    """
+    token = _STEP_OBSERVER.set(callback)
+    try:
+        yield
+    finally:
+        _STEP_OBSERVER.reset(token)
+
+
 @dataclass
 class OptimResult:
     """Final per-image loss (N,) and which images diverged."""
@@ -114,6 +133,7 @@ def run_adam(variables: Sequence[torch.Tensor], loss_fn: Callable[[int], torch.T
     opt = torch.optim.Adam(list(variables), lr=lr(0) if callable(lr) else lr, betas=betas, eps=eps)
     n = variables[0].shape[0]
     diverged = torch.zeros(n, dtype=torch.bool, device=variables[0].device)
+    observer = _STEP_OBSERVER.get()
     for step in range(steps):
         if callable(lr):
             for group in opt.param_groups:
@@ -131,6 +151,8 @@ def run_adam(variables: Sequence[torch.Tensor], loss_fn: Callable[[int], torch.T
         if after_step is not None:
             with torch.no_grad():
                 after_step(step)
+        if observer is not None:
+            observer(step + 1, steps)
     for v in variables:  # frozen while the final loss is measured (no autograd bookkeeping at all)
         v.requires_grad_(False)
     try:
