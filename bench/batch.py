@@ -143,8 +143,10 @@ def run_batch(prep: Prepared, store: RunStore, method: Method, units: Sequence[U
 
 
 def _edit_scores(prep, store, method, units, inv, masks, ok, scores) -> tuple[dict, dict[int, dict]]:
-    """Editing metrics into ``scores`` (all units); returns the edited images and, per transformed unit's
-    index, its consistency scores."""
+    """Editing metrics into ``scores`` (all units).
+
+    Returns the edited images and, per index of a transformed unit, its consistency scores.
+    """
     if not prep.edits:
         return {}, {}
     params = None if units[0].params is None else [u.params for u in units]

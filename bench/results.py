@@ -56,8 +56,9 @@ def writing(path: Path) -> Iterator[None]:
         yield
     except OSError as err:
         if err.errno == errno.ENOSPC:
-            raise OSError(errno.ENOSPC, f"no space left on the device while writing {path}; every unit committed "
-                                        "so far is kept: free some space and re-run the same command to resume") from err
+            raise OSError(errno.ENOSPC, f"no space left on the device while writing {path}; every unit "
+                                        "committed so far is kept: free some space and re-run the same command "
+                                        "to resume") from err
         raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from err
 
 

@@ -127,8 +127,7 @@ def _run(config: RunConfig, store: RunStore, progress: bool, log: Callable[[str]
             for k in range(0, len(pending), size):
                 batch = pending[k : k + size]
                 start = time.perf_counter()
-                with observe_steps(lambda done, steps: bar.set_postfix_str(
-                        f"{name} batch of {len(batch)}: step {done}/{steps}", refresh=False)):
+                with observe_steps(_step_display(bar, f"{name} batch of {len(batch)}")):
                     record = run_batch(prep, store, method, batch, sample_ids)
                 store.commit(record)
                 bar.update(len(batch))
@@ -139,6 +138,11 @@ def _run(config: RunConfig, store: RunStore, progress: bool, log: Callable[[str]
                 if stop_after is not None and batches >= stop_after:
                     raise KeyboardInterrupt(f"stopped after {batches} batches (test hook)")
             _release_memory(prep.device)
+
+
+def _step_display(bar, what: str) -> Callable[[int, int], None]:
+    """An optimisation-step observer that shows ``what: step k/N`` in the progress bar's postfix."""
+    return lambda done, steps: bar.set_postfix_str(f"{what}: step {done}/{steps}", refresh=False)
 
 
 def _release_memory(device: torch.device) -> None:
