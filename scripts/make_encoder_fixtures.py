@@ -125,6 +125,104 @@ def bdinvert(root: Path, out: Path) -> None:
     print(f"bdinvert_pnorm: w_dim {d}, projected {tuple(v.shape)}")
 
 
+def _meta_shapes(build) -> dict[str, list[int]]:
+    """Key -> shape of a network built on the meta device (no memory): the released full-size layouts."""
+    with torch.device("meta"):
+        return {k: list(v.shape) for k, v in build().state_dict().items()}
+
+
+@torch.no_grad()
+def psp(root: Path, out: Path) -> None:
+    """The encoders of pSp (GradualStyleEncoder) and e4e (Encoder4Editing): full widths, 8 styles, same weights."""
+    settings = {"n_styles": 8, "output_size": 32, "seed": 5, "images_seed": 6, "images": 2, "side": 64,
+                "unit_std": list(PSP_UNIT_STD)}
+    x = seeded_images(settings["images"], settings["side"], settings["images_seed"])
+    settings["images_checksum"] = float(x.double().sum())
+    latent_avg = torch.randn(settings["n_styles"], 512, generator=torch.Generator().manual_seed(7))
+    for name, folder in (("psp", "psp"), ("e4e", "e4e")):
+        with official(root / folder):
+            from models.encoders import psp_encoders
+
+            opts = types.SimpleNamespace(input_nc=3, n_styles=settings["n_styles"],
+                                         stylegan_size=settings["output_size"])
+            cls = psp_encoders.GradualStyleEncoder if name == "psp" else psp_encoders.Encoder4Editing
+            net = cls(50, "ir_se", opts).eval()
+            state = fill(net, settings["seed"], PSP_UNIT_STD)
+            codes = net(x)
+            full = types.SimpleNamespace(input_nc=3, n_styles=18, stylegan_size=1024)
+            settings["released_shapes"] = _meta_shapes(lambda c=cls, o=full: c(50, "ir_se", o))
+            # pSp.forward with start_from_latent_avg: codes + latent_avg.repeat(N, 1, 1)
+            write(out, f"{name}_encoder", state, settings,
+                  {"codes": codes, "latent_avg": latent_avg, "with_avg": codes + latent_avg.repeat(len(x), 1, 1)})
+            del net, state
+
+
+@torch.no_grad()
+def idinvert(root: Path, out: Path) -> None:
+    """StyleGANEncoderNet at 32 px and reduced widths through its own arguments, and the VGG16 features."""
+    with official(root / "idinvert"):
+        from models.perceptual_model import VGG16
+        from models.stylegan_encoder_network import StyleGANEncoderNet
+
+        settings = {"resolution": 32, "w_space_dim": 16, "encoder_channels_base": 8, "encoder_channels_max": 32,
+                    "use_bn": True, "seed": 11, "images_seed": 12, "images": 2}
+        kwargs = {k: settings[k] for k in ("resolution", "w_space_dim", "encoder_channels_base",
+                                           "encoder_channels_max", "use_bn")}
+        net = StyleGANEncoderNet(**kwargs).eval()
+        state = fill(net, settings["seed"])
+        x = seeded_images(settings["images"], settings["resolution"], settings["images_seed"])
+        settings["images_checksum"] = float(x.double().sum())
+        settings["released_shapes"] = _meta_shapes(lambda: StyleGANEncoderNet(256, use_bn=True))
+        write(out, "idinvert_encoder", state, settings, {"codes": net(x).view(len(x), -1, settings["w_space_dim"])})
+        vgg = VGG16().eval()
+        vsettings = {"seed": 13, "images_seed": 14, "images": 2, "side": 32}
+        vstate = fill(vgg, vsettings["seed"])
+        y = seeded_images(vsettings["images"], vsettings["side"], vsettings["images_seed"])
+        write(out, "idinvert_vgg16", vstate, vsettings, {"features": vgg(y)})
+
+
+def _tiny_generator():
+    """The project's StyleGAN2 at 32 px, w_dim 32, seeded random weights (the SeFa fixture's generator)."""
+    from bench.generators.stylegan2 import GeneratorConfig, StyleGAN2Generator
+
+    torch.manual_seed(21)
+    gen = StyleGAN2Generator(GeneratorConfig(32, w_dim=32, n_mlp=2, channels={4: 32, 8: 32, 16: 32, 32: 16}))
+    with torch.no_grad():
+        for p in gen.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # modulation biases start at 1: make every weight random
+    return gen
+
+
+@torch.no_grad()
+def sefa(root: Path, out: Path) -> None:
+    """factorize_weight on a genforce StyleGAN2 whose style weights are the tiny generator's, per ws row."""
+    from bench.generators.checkpoints import save_rosinality
+
+    gen = _tiny_generator()
+    save_rosinality(gen, out / "tiny_rosinality.pt")
+    rows = [gen.conv1, *gen.convs]  # ws row i feeds conv1 (i = 0) or convs[i - 1]; the last row feeds to_rgbs[-1]
+    with official(root / "sefa"):
+        from models.stylegan2_generator import StyleGAN2Generator
+        from utils import factorize_weight
+
+        ref = StyleGAN2Generator(32, z_space_dim=32, w_space_dim=32, mapping_layers=2, mapping_fmaps=32,
+                                 fmaps_base=512, fmaps_max=32)
+        for i in range(ref.num_layers):
+            name = f"output{i // 2}" if i == ref.num_layers - 1 else f"layer{i}"
+            src = rows[i] if i < len(rows) else gen.to_rgbs[-1]
+            getattr(ref.synthesis, name).style.weight.copy_(src.conv.modulation.weight)
+        outputs = {}
+        for label, layers in (("all", "all"), ("rows0_3", "0-3")):
+            picked, vecs, vals = factorize_weight(ref, layers)
+            outputs[f"{label}_vectors"] = torch.from_numpy(vecs.real.copy())
+            outputs[f"{label}_values"] = torch.from_numpy(vals.real.copy())
+            outputs[f"{label}_rows"] = torch.tensor(picked)
+    path = out / "sefa_expected.safetensors"
+    save_file({k: v.contiguous() for k, v in outputs.items()}, str(path))
+    path.chmod(0o644)
+    print(f"sefa: {ref.num_layers} rows, vectors {tuple(outputs['all_vectors'].shape)}")
+
+
 def main() -> None:
     """CLI entry."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -134,7 +232,7 @@ def main() -> None:
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    for name, fn in (("bdinvert", bdinvert),):
+    for name, fn in (("bdinvert", bdinvert), ("psp", psp), ("idinvert", idinvert), ("sefa", sefa)):
         if args.only is None or name in args.only:
             fn(args.official, args.out)
 

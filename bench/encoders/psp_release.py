@@ -206,7 +206,12 @@ def encoder_from_checkpoint(obj: object, path: str | Path, device: torch.device 
     n_styles = _n_styles(opts, path, e4e)
     if opts.get("input_nc", 3) != 3:
         raise EncoderFileError(f"{path}: {FORMAT}: input_nc {opts.get('input_nc')} (not an RGB inversion encoder)")
-    net = load_checked(GradualStyleNet(n_styles, e4e), _part(obj, "encoder"), path, f"{FORMAT} {kind}", device)
+    state = _part(obj, "encoder")
+    heads = {int(k.split(".")[1]) for k in state if k.startswith("styles.")}
+    if heads and len(heads) != n_styles:  # checked first: building the network costs 100M+ weights
+        raise EncoderFileError(f"{path}: {FORMAT}: {len(heads)} map2style heads in encoder.styles, but opts give "
+                               f"{n_styles} styles")
+    net = load_checked(GradualStyleNet(n_styles, e4e), state, path, f"{FORMAT} {kind}", device)
     enc = ReleasedPSPEncoder(net, _latent_avg(obj, opts, n_styles, path), ReleasedPSPConfig(n_styles, 512, 256, kind))
     enc = enc.to(device).eval().requires_grad_(False)
     enc.family, enc.source = "psp", f"{path.name} ({'e4e' if e4e else 'pSp'} release format, {kind})"
