@@ -257,11 +257,19 @@ def zoo() -> None:
 
 
 @zoo.command("ls")
-def zoo_ls() -> None:
-    """Show what is shipped and what a user can add."""
+@click.option("--generator", default=None, help="Show which methods are ready for this generator.  "
+              "[default: the embedded world]")
+@click.option("--encoder", "encoder_files", multiple=True, metavar="METHOD=PATH",
+              help="Check an encoder file for a method (loads it, compares the generator hash it records).")
+def zoo_ls(generator: str | None, encoder_files: tuple[str, ...]) -> None:
+    """Show what is shipped, what a user can add, and which methods are ready for the generator."""
     from bench import listing
 
-    click.echo(listing.zoo())
+    try:
+        encoders = dict(_key_value(e, "--encoder", "METHOD=PATH") for e in encoder_files)
+        click.echo(listing.zoo(generator, encoders))
+    except (ValueError, OSError) as err:
+        _fail(err)
 
 
 @zoo.command("verify")
@@ -327,6 +335,65 @@ def zoo_pnorm_stats(generator: str, out: str, samples: int, device: str) -> None
         _fail(err)
     lo, hi = float(stats.eigvals.min()), float(stats.eigvals.max())
     click.echo(f"wrote {out}: {samples} samples, eigenvalues {lo:.3g}..{hi:.3g}  (use: bench run --pnorm-stats {out})")
+
+
+@main.command("train-encoder")
+@click.argument("method", type=click.Choice(["fwplus8", "fwplus16", "idinvert", "psp"]))
+@click.option("--generator", required=True, help="Generator checkpoint (.pt rosinality or pSp/e4e, .safetensors).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Encoder file to write (.safetensors).")
+@click.option("--data", default=None, help="Real images for the recipes that need them (idinvert, psp): "
+              "folder:PATH, celebahq:PATH, lsun:PATH, set:PATH, or synthetic:N (generator samples).")
+@click.option("--n", type=click.IntRange(min=1), default=1000, help="Images read from --data.")
+@click.option("--iterations", type=click.IntRange(min=1), default=None,
+              help="Training iterations.  [default: the published recipe's: 10000 F/W+, 109375 IDinvert, 500000 pSp]")
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help="Batch size.  [default: the recipe's: 16 F/W+, 128 IDinvert, 8 pSp]")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop this call after M minutes (the same command resumes).  [default: no limit]")
+@click.option("--width", type=click.IntRange(min=1), default=None,
+              help="Encoder width (scales the architecture).  [default: published: 128 F/W+, 64 IDinvert and pSp]")
+@click.option("--work", default=None, help="Checkpoint folder (resumed if present).  [default: OUT.work]")
+@click.option("--perceptual", type=click.Choice(["auto", "lpips-vgg", "lpips-alex", "none"]), default="auto",
+              help="Perceptual loss (LPIPS needs its backbone weights; auto falls back to none).")
+@click.option("--lpips-weights", default=None, help="Folder or file with torchvision AlexNet/VGG16 weights.")
+@click.option("--device", default="auto", help="auto, cpu, cuda, cuda:N.")
+@click.option("--seed", type=int, default=0, help="Seed of the data draws.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_encoder(quiet: bool, **options) -> None:
+    """Train the encoder METHOD needs for a generator, with the published recipe (resumable)."""
+    from bench.encoders.train import TrainEncoderOptions
+    from bench.encoders.train import train_encoder as train_api
+
+    try:
+        summary = train_api(TrainEncoderOptions(**options), log=lambda m: click.echo(m, err=True), progress=not quiet)
+    except (ValueError, OSError) as err:
+        _fail(err)
+    click.echo(f"wrote {summary['out']}: {summary['steps']} steps of {summary['recipe']}, "
+               f"{summary['iterations_per_s']} iterations/s  (use: bench run --generator {options['generator']} "
+               f"--encoder {options['method']}={summary['out']})")
+
+
+@zoo.command("sefa")
+@click.option("--generator", required=True, help="Generator checkpoint (.pt rosinality or pSp/e4e, .safetensors).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for sefa_{i}.pt and sefa.json.")
+@click.option("--k", type=click.IntRange(min=1), default=5, help="Number of directions (top eigenvalues).")
+@click.option("--layers", default="all", help="ws rows to factorise: all, N-M or a comma list.")
+def zoo_sefa(generator: str, out: str, k: int, layers: str) -> None:
+    """Closed-form SeFa edit directions from the generator's style weights (one file per direction)."""
+    from bench.encoders.provenance import generator_hash
+    from bench.encoders.psp_release import load_generator_file
+    from bench.encoders.sefa import parse_rows, save_directions, sefa
+
+    try:
+        gen = load_generator_file(generator)
+        result = sefa(gen, parse_rows(layers, gen.num_ws), k)
+        paths = save_directions(result, gen.num_ws, Path(out), {"generator": gen.description,
+                                                                "generator_sha256": generator_hash(gen)})
+    except (ValueError, OSError) as err:
+        _fail(err)
+    vals = ", ".join(f"{v:.3g}" for v in result.eigenvalues.tolist())
+    click.echo(f"wrote {len(paths)} directions to {out} (rows {layers}; eigenvalues {vals})  "
+               f"(use: bench run --generator {generator} --edit {paths[0]}:-3,3)")
 
 
 def config_fields() -> list[str]:

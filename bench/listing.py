@@ -59,8 +59,15 @@ def config() -> str:
     return "\n".join(f"{f.name} = {getattr(d, f.name)!r}" for f in fields(RunConfig))
 
 
-def zoo() -> str:
-    """Shipped assets and what can be added."""
+RELEASED_HINTS = {
+    "fwplus16": "or BDInvert's encoder_stylegan2_ffhq1024_basesize16.pth for the FFHQ-1024 StyleGAN2",
+    "idinvert": "or IDinvert's styleganinv_ffhq256_encoder.pth for its StyleGAN v1 FFHQ-256 generator",
+    "psp": "or pSp's psp_ffhq_encode.pt / e4e's e4e_ffhq_encode.pt for the FFHQ-1024 StyleGAN2",
+}
+
+
+def zoo(generator: str | None = None, encoders: dict[str, str] | None = None) -> str:
+    """Shipped assets, what can be added, and (with ``generator``) which methods are ready for it."""
     from bench.world import zoo as z
 
     entries = z.manifest()["assets"]
@@ -69,11 +76,60 @@ def zoo() -> str:
         lines.append("  (nothing yet: the world's networks have not been trained; bench run uses a random generator)")
     for name, e in entries.items():
         lines.append(f"  {name:<17} {e['file']:<26} {e['bytes'] / 1e6:5.2f} MB  {e.get('description', '')}")
-    lines += ["", "You can add (pass with the options shown):",
-              "  a StyleGAN2 checkpoint, rosinality .pt layout         bench run --generator PATH.pt",
+    lines += ["", *method_readiness(generator, encoders or {}), "",
+              "You can add (pass with the options shown):",
+              "  a StyleGAN2 checkpoint: rosinality .pt, or a pSp/e4e .pt (its decoder)  bench run --generator PATH",
               "  torchvision AlexNet / VGG16 weights, for real LPIPS   bench run --lpips-weights DIR "
               "(alexnet-owt-7be5be79.pth, vgg16-397923af.pth), or put them in $TORCH_HOME/hub/checkpoints",
-              "  an encoder trained for your generator (F/W+, IDinvert, pSp)  bench run --encoder METHOD=PATH",
-              "  P-norm+ statistics of your generator    bench zoo pnorm-stats --generator G --out F; "
-              "bench run --pnorm-stats F"]
+              "  an encoder for your generator: bench train-encoder METHOD --generator G --out F, or a released "
+              "file (BDInvert .pth, pSp/e4e .pt, IDinvert .pth)  bench run --encoder METHOD=F",
+              "  P-norm+ statistics of your generator    bench zoo pnorm-stats --generator G --out F "
+              "(or BDInvert's pnorm/<model>/ folder); bench run --pnorm-stats F",
+              "  SeFa edit directions of your generator  bench zoo sefa --generator G --out DIR; "
+              "bench run --edit DIR/sefa_0.pt:-3,3"]
     return "\n".join(lines)
+
+
+def method_readiness(generator: str | None, encoders: dict[str, str]) -> list[str]:
+    """One line per method preset: ready, or which file it needs and the command that makes it."""
+    from bench.world import zoo as z
+    from methods import list_presets
+
+    who = generator or "the embedded world generator"
+    lines = [f"Methods for {who}:"]
+    gen = None
+    for p in list_presets():
+        if not p.needs_encoder:
+            lines.append(f"  {p.name:<10} ready")
+            continue
+        given = encoders.get(p.name)
+        if given is None and generator is None and z.asset_path(f"{p.name}_encoder") is not None:
+            lines.append(f"  {p.name:<10} ready (shipped {z.asset_path(f'{p.name}_encoder').name})")
+            continue
+        if given is not None:
+            if gen is None:
+                from bench.encoders.psp_release import load_generator_file
+                from bench.world.defaults import default_generator
+
+                gen = load_generator_file(generator) if generator else default_generator()
+            lines.append(f"  {p.name:<10} {_encoder_status(p.name, given, gen)}")
+            continue
+        data = " --data DIR" if p.name in ("idinvert", "psp") else ""
+        hint = f"; {RELEASED_HINTS[p.name]}" if p.name in RELEASED_HINTS else ""
+        lines.append(f"  {p.name:<10} needs --encoder {p.name}=FILE; make it: bench train-encoder {p.name} "
+                     f"--generator {generator or 'G'}{data} --out {p.name}.safetensors{hint}")
+    return lines
+
+
+def _encoder_status(method: str, value: str, generator) -> str:
+    """``ready (...)`` if the file loads for ``method`` and (if it records one) matches the generator's hash."""
+    from bench.encoders import load_encoder
+    from bench.encoders.provenance import check_trained_for, split_encoder_value
+
+    try:
+        path, waive = split_encoder_value(value)
+        enc = load_encoder(path, method=method)
+        note = check_trained_for(enc, generator, path, method, waive) if generator is not None else enc.source
+    except (ValueError, OSError) as err:
+        return f"NOT ready: {err}"
+    return f"ready ({note})"

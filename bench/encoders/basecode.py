@@ -38,11 +38,16 @@ def truncated_samples(generator, batch: int, rng: torch.Generator, psi: float = 
 def train_basecode_encoder(generator, perceptual, base_res: int, work: Path, minutes: float, *,
                            iterations: int = 10_000, batch: int = 16, lr: float = 1e-3,
                            perceptual_weight: float = 10.0, width: int = 32, max_width: int = 128,
-                           log=print) -> BaseCodeEncoder:
-    """Train (or resume from ``work/encoder{s}.pt``) the F/W+ base-code encoder for ``base_res``."""
+                           head_width: int | None = None, log=print, progress=None) -> BaseCodeEncoder:
+    """Train (or resume from ``work/encoder{s}.pt``) the F/W+ base-code encoder for ``base_res``.
+
+    ``head_width`` is the width of the last hidden conv (None: the last stage's, as the world's encoders;
+    BDInvert's ``encoder_simple``: the base code's channels). ``progress(step, loss)`` is called after
+    every step (e.g. a progress bar).
+    """
     dev = generator.w_avg.device
     channels = generator.feature_shape(base_res)[0]
-    enc = BaseCodeEncoder(channels, width, max_width).to(dev)
+    enc = BaseCodeEncoder(channels, width, max_width, head_width=head_width).to(dev)
     opt = torch.optim.Adam(enc.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2000, gamma=0.1)
     ckpt, step = work / f"encoder{base_res}.pt", 0
@@ -65,6 +70,8 @@ def train_basecode_encoder(generator, perceptual, base_res: int, work: Path, min
         opt.step()
         sched.step()
         step += 1
+        if progress is not None:
+            progress(step, loss.item())
         if step % 500 == 0:
             log(json.dumps({"encoder": base_res, "step": step, "loss": round(loss.item(), 5),
                             "minutes": round((time.time() - start) / 60, 2)}))
@@ -78,14 +85,17 @@ def train_basecode_encoder(generator, perceptual, base_res: int, work: Path, min
 def save_encoder(enc: BaseCodeEncoder, path: Path, base_res: int, extra: dict | None = None) -> None:
     """Save a base-code encoder as float16 safetensors with its architecture in the metadata."""
     conv = [m for m in enc.modules() if isinstance(m, torch.nn.Conv2d)]
+    widths = [c.out_channels for c in conv[:-2]]
     save_state(enc, path, {"format": FORMAT, "base_res": base_res, "out_channels": conv[-1].out_channels,
-                           "width": conv[0].out_channels, "max_width": conv[-1].in_channels, **(extra or {})})
+                           "width": conv[0].out_channels, "max_width": max(widths),
+                           "head_width": conv[-1].in_channels, **(extra or {})})
 
 
 def load_encoder(path: Path, device: torch.device | str = "cpu") -> BaseCodeEncoder:
     """Load a base-code encoder written by :func:`save_encoder` (strict keys and shapes)."""
     meta, state = read_state(path, FORMAT, "base-code encoder")
     require_meta(meta, ("base_res", "out_channels", "width", "max_width"), path)
-    enc = BaseCodeEncoder(meta["out_channels"], meta["width"], meta["max_width"])
+    enc = BaseCodeEncoder(meta["out_channels"], meta["width"], meta["max_width"],
+                          head_width=meta.get("head_width"))  # older files: the last stage's width
     enc.base_res = int(meta["base_res"])
     return load_strict(enc, state, path, device)

@@ -72,6 +72,7 @@ class TrainSettings:
     width: int = 16
     max_width: int = 128
     code_channels: int = 16
+    d_max_width: int = 256
     log_every: int = 200
     save_every_s: float = 120.0
 
@@ -84,7 +85,8 @@ class EncoderTraining:
                                        s.max_width, s.code_channels).to(device)
         self.enc.set_w_avg(generator.w_avg.detach().float())
         r = generator.resolution
-        self.d = Discriminator(r, {2**k: min(4096 // 2**k, 256) for k in range(2, r.bit_length())}).to(device)
+        widths = {2**k: min(4096 // 2**k, s.d_max_width) for k in range(2, r.bit_length())}
+        self.d = Discriminator(r, widths).to(device)
         self.opt_e = torch.optim.Adam(self.enc.parameters(), lr=s.lr, betas=s.betas)
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=s.lr, betas=s.betas)
         self.step = 0
@@ -180,7 +182,8 @@ def _record(t: EncoderTraining, logs: dict, lr: float, elapsed: float, first: in
 
 def train_idinvert_encoder(generator, perceptual, work: Path, minutes: float, settings: TrainSettings | None = None,
                            *, init_d: Path | None = None, init_encoder: Path | None = None,
-                           log: Callable[[str], None] = print) -> DomainGuidedEncoder:
+                           log: Callable[[str], None] = print, batches: Callable[[int], object] | None = None,
+                           progress: Callable[[int, float], None] | None = None) -> DomainGuidedEncoder:
     """Train (or resume from ``work/idinvert.pt``) the domain-guided encoder for ``generator``.
 
     Args:
@@ -194,6 +197,9 @@ def train_idinvert_encoder(generator, perceptual, work: Path, minutes: float, se
         init_encoder: an encoder file of an earlier run to continue from (when not resuming a checkpoint):
             resumes on another machine from what came back (float16 weights; the optimisers restart).
         log: receives each JSON log line.
+        batches: ``batches(step) -> iterable of (images, _)`` to train on instead of the world's faces
+            (``bench train-encoder --data``); resuming at step k calls it with k.
+        progress: ``progress(step, encoder_loss)`` after every step (e.g. a progress bar).
 
     Returns:
         The encoder in eval mode, with ``trained_steps`` and ``last_log`` (the last logged record) set.
@@ -213,7 +219,8 @@ def train_idinvert_encoder(generator, perceptual, work: Path, minutes: float, se
     start = last_save = time.time()
     first, record = t.step, {}
     # one seed per batch: resuming at step k continues the same stream of faces
-    for real, _ in face_loader(s.batch, ENCODER_SEED_BASE + t.step, s.workers):
+    stream = batches(t.step) if batches is not None else face_loader(s.batch, ENCODER_SEED_BASE + t.step, s.workers)
+    for real, _ in stream:
         if t.step >= s.iterations or time.time() - start > minutes * 60:
             break
         real = real.to(dev, non_blocking=True)
@@ -223,6 +230,8 @@ def train_idinvert_encoder(generator, perceptual, work: Path, minutes: float, se
         rec, logs = _encoder_step(t, generator, perceptual, real, s)
         logs |= _discriminator_step(t, rec, real, s)
         t.step += 1
+        if progress is not None:
+            progress(t.step, float(logs["loss_e"]))
         if t.step % s.log_every == 0:
             record = _record(t, logs, lr, time.time() - start, first, s)
             _log(work, record, log)

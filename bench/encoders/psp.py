@@ -198,7 +198,9 @@ def _save(work: Path, enc: PSPEncoder, opt: Ranger, step: int) -> None:
 
 
 def train_psp_encoder(generator, perceptual, work: Path, minutes: float, opts: TrainOptions | None = None,
-                      arch: PSPConfig | None = None, log: Callable[[str], None] = print) -> PSPEncoder:
+                      arch: PSPConfig | None = None, log: Callable[[str], None] = print,
+                      batches: Callable[[int], Iterable] | None = None,
+                      progress: Callable[[int, float], None] | None = None) -> PSPEncoder:
     """Train (or resume from ``work/psp.pt``) a pSp encoder for a frozen generator, for ``minutes``.
 
     Args:
@@ -209,6 +211,9 @@ def train_psp_encoder(generator, perceptual, work: Path, minutes: float, opts: T
         opts: training options.
         arch: encoder architecture (default: :class:`PSPConfig` sized for the generator).
         log: receives each JSON log line (also appended to ``work/log.jsonl``).
+        batches: ``batches(step) -> iterable of (images, _)`` to train on instead of the world's faces
+            (``bench train-encoder --data``); the periodic held-out evaluation on world faces is then skipped.
+        progress: ``progress(step, loss)`` after every step.
 
     Returns:
         The encoder in eval mode, with ``trained_steps`` and ``train_minutes`` attributes.
@@ -217,10 +222,12 @@ def train_psp_encoder(generator, perceptual, work: Path, minutes: float, opts: T
 
     opts = opts or TrainOptions()
     enc, opt, step = _setup(generator, perceptual, work, opts, arch)
-    heldout = _heldout(opts.eval_n, generator.resolution)
+    heldout = _heldout(opts.eval_n, generator.resolution) if batches is None else None
     device = generator.w_avg.device
     start = last_save = last_log = time.time()
-    for real, _ in face_loader(opts.batch, PSP_SEED_BASE + step * max(opts.workers, 1), opts.workers):
+    stream = face_loader(opts.batch, PSP_SEED_BASE + step * max(opts.workers, 1), opts.workers) \
+        if batches is None else batches(step)
+    for real, _ in stream:
         if step >= opts.max_steps or time.time() - start > minutes * 60:
             break
         terms = psp_losses(enc, generator, perceptual, _batch(real, generator, opts, step, device), opts)
@@ -228,12 +235,14 @@ def train_psp_encoder(generator, perceptual, work: Path, minutes: float, opts: T
         terms["total"].backward()
         opt.step()
         step += 1
+        if progress is not None:
+            progress(step, terms["total"].item())
         if step % opts.log_every == 0:
             rate = opts.log_every * opts.batch / (time.time() - last_log)
             last_log = time.time()
             _log(work, {"net": "psp", "step": step, **{k: round(v.item(), 5) for k, v in terms.items()},
                         "lr": opts.lr, "img_per_s": round(rate, 1), "minutes": round((last_log - start) / 60, 2)}, log)
-        if step % opts.eval_every == 0:
+        if heldout is not None and step % opts.eval_every == 0:
             quality = heldout_quality(enc, generator, perceptual, heldout)
             _log(work, {"net": "psp", "step": step, "heldout": quality}, log)
         if time.time() - last_save > 120:

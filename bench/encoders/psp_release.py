@@ -253,7 +253,7 @@ def generator_from_checkpoint(obj: object, path: str | Path):
 
 def load_generator_file(path: str | Path):
     """Load a generator: a pSp / e4e checkpoint's decoder, else whatever ``load_generator`` reads."""
-    from bench.generators.checkpoints import load_generator
+    from bench.generators.checkpoints import load_generator, load_rosinality
 
     path = Path(path)
     if path.suffix.lower() in (".pt", ".pth") and path.is_file():
@@ -263,4 +263,6 @@ def load_generator_file(path: str | Path):
             obj = None
         if is_psp_checkpoint(obj):
             return generator_from_checkpoint(obj, path)
+        if isinstance(obj, dict) and isinstance(obj.get("g_ema"), dict):
+            return load_rosinality(path)
     return load_generator(path)
