@@ -106,11 +106,7 @@ def test_run_all_seven_presets_on_a_real_format_generator(tiny_generator_path, e
     """bench run with every preset, the trained encoders and P-norm+ stats, on the rosinality .pt generator."""
     import pandas as pd
 
-    from bench.world.train_methods import save_pnorm_stats
-    from methods.pnorm import compute_pnorm_stats
-
-    stats = tmp_path / "pn.safetensors"
-    save_pnorm_stats(compute_pnorm_stats(load_rosinality(tiny_generator_path), 2000), stats)
+    stats = _stats(load_rosinality(tiny_generator_path), tmp_path)
     ready = invoke("zoo", "ls", "--generator", tiny_generator_path,
                    *[f"--encoder={m}={p}" for m, p in encoders.items()]).output
     assert ready.count("ready (") == 4, ready
@@ -125,3 +121,40 @@ def test_run_all_seven_presets_on_a_real_format_generator(tiny_generator_path, e
     table = pd.read_csv(run_dir / "results.csv")
     assert sorted(table["method"].unique()) == sorted(["im2s", "w", "pnorm", "fwplus8", "fwplus16", "idinvert", "psp"])
     assert table["value"].notna().all(), table
+
+
+def test_run_with_released_format_encoders(tiny_generator_path, tmp_path):
+    """BDInvert- and IDinvert-format .pth files (random weights) run through bench run --encoder."""
+    import pandas as pd
+
+    from bench.encoders.idinvert_release import ReleasedIDInvertEncoder
+    from methods.fwplus import BaseCodeEncoder
+
+    gen = load_rosinality(tiny_generator_path)
+    torch.manual_seed(0)
+    basecode = BaseCodeEncoder(gen.feature_shape(8)[0], width=4, max_width=16, head_width=gen.feature_shape(8)[0])
+    torch.save({"encoder": basecode.state_dict(), "optimizer": {}, "scheduler": {}, "epoch": 1},
+               tmp_path / "encoder_tiny_basesize8.pth")
+    torch.save(ReleasedIDInvertEncoder(32, w_dim=32, base=4, max_channels=16).state_dict(),
+               tmp_path / "styleganinv_tiny_encoder.pth")
+    run_dir = tmp_path / "run"
+    result = invoke("run", "--generator", tiny_generator_path, "--methods", "fwplus8,idinvert",
+                    f"--encoder=fwplus8={tmp_path / 'encoder_tiny_basesize8.pth'}",
+                    f"--encoder=idinvert={tmp_path / 'styleganinv_tiny_encoder.pth'}", "--pnorm-stats",
+                    _stats(gen, tmp_path), "--data", "synthetic:1", "--n", "1", "--steps", "1", "--perceptual", "none",
+                    "--metric", "psnr", "--device", "cpu", "--batch-size", "1", "--run-dir", run_dir, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert sorted(pd.read_csv(run_dir / "results.csv")["method"].unique()) == ["fwplus8", "idinvert"]
+    bad = CliRunner().invoke(main, ["run", "--generator", str(tiny_generator_path), "--methods", "fwplus16",
+                                    f"--encoder=fwplus16={tmp_path / 'encoder_tiny_basesize8.pth'}", "--device", "cpu",
+                                    "--data", "synthetic:1", "--n", "1", "--run-dir", str(tmp_path / "r2"), "--quiet"])
+    assert bad.exit_code != 0 and "base size 8, method 'fwplus16' needs 16" in bad.output
+
+
+def _stats(gen, tmp_path):
+    from bench.world.train_methods import save_pnorm_stats
+    from methods.pnorm import compute_pnorm_stats
+
+    path = tmp_path / "pn.safetensors"
+    save_pnorm_stats(compute_pnorm_stats(gen, 2000), path)
+    return path
