@@ -68,13 +68,14 @@ def _check_fir_buffers(sd: dict[str, torch.Tensor], source: str) -> None:
                 raise CheckpointError(f"{source}: {k} is not the [1,3,3,1] blur kernel; other kernels are unsupported")
 
 
-def load_rosinality(path: str | Path, *, w_avg_samples: int = 10_000) -> StyleGAN2Generator:
+def load_rosinality(path: str | Path, *, w_avg_samples: int = 10_000, ckpt: object = None) -> StyleGAN2Generator:
     """Load a rosinality StyleGAN2 ``.pt`` file (``g_ema`` weights) on the CPU.
 
     Args:
         path: the ``.pt`` file.
         w_avg_samples: if the file has no ``latent_avg``, ``w_avg`` is the mean of this many mapped
             samples (seed 0), as rosinality's ``mean_latent`` does; the description says so.
+        ckpt: the file's content when the caller has already read it.
 
     Returns:
         The generator in eval mode with gradients disabled.
@@ -82,18 +83,20 @@ def load_rosinality(path: str | Path, *, w_avg_samples: int = 10_000) -> StyleGA
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is reported with the file name
-        raise CheckpointError(f"{path}: cannot be read as a weights-only torch file ({err})") from err
+    if ckpt is None:
+        if sniff(path) == "pickle":
+            raise CheckpointError(f"{path}: this is a bare pickle, not a torch file: an NVIDIA StyleGAN2-ADA .pkl "
+                                  "(whatever its extension) is read by load_generator / bench run --generator")
+        ckpt = read_torch(path)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("g_ema"), dict):
         keys = list(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{path}: expected a dict with a 'g_ema' state dict (rosinality layout), got {keys}")
     sd = {k: v.float() for k, v in ckpt["g_ema"].items()}
-    config = infer_rosinality_config(sd, str(path))
+    source = f"{path} (rosinality .pt)"
+    config = infer_rosinality_config(sd, source)
     gen = StyleGAN2Generator(config)
-    check_state_dict(gen, sd, str(path), ignore=("w_avg",))
-    _check_fir_buffers(sd, str(path))
+    check_state_dict(gen, sd, source, ignore=("w_avg",))
+    _check_fir_buffers(sd, source)
     gen.load_state_dict({**sd, "w_avg": gen.w_avg}, strict=True)
     latent_avg = ckpt.get("latent_avg")
     if latent_avg is not None:
@@ -154,14 +157,74 @@ def load_safetensors(path: str | Path) -> StyleGAN2Generator:
     return gen.eval().requires_grad_(False)
 
 
-def load_generator(path: str | Path) -> StyleGAN2Generator:
-    """Load any supported generator file, choosing the reader by extension."""
-    suffix = Path(path).suffix.lower()
-    if suffix in (".pt", ".pth"):
-        return load_rosinality(path)
-    if suffix == ".safetensors":
+TORCH_LEGACY_MAGIC = bytes.fromhex("8a0a6cfc9c46f9206aa85019")  # pickled torch.save magic number (LONG1)
+
+
+def sniff(path: Path) -> str:
+    """What the file's first bytes say it is: ``zip`` (torch.save), ``torch-legacy``, ``pickle``, ``safetensors``.
+
+    The extension is not trusted: an NVIDIA ``.pkl`` renamed to ``.pt`` is still a bare pickle.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if len(head) >= 2 and head[0] == 0x80 and head[2:14] == TORCH_LEGACY_MAGIC:
+        return "torch-legacy"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors"
+    return "unknown"
+
+
+def read_torch(path: Path) -> object:
+    """``torch.load(weights_only=True)`` on the CPU; any failure is a :class:`CheckpointError` naming the file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure is reported with the file name
+        raise CheckpointError(f"{path}: cannot be read as a weights-only torch file ({err})") from err
+
+
+def torch_layout(ckpt: object) -> str:
+    """Which generator layout a torch checkpoint holds: ``rosinality``, ``genforce`` or ``unknown``."""
+    from bench.generators.genforce import is_genforce
+
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("g_ema"), dict):
+        return "rosinality"
+    if is_genforce(ckpt):
+        return "genforce"
+    return "unknown"
+
+
+def load_generator(path: str | Path) -> torch.nn.Module:
+    """Load any supported generator file, choosing the reader by its content (not its extension).
+
+    Formats: rosinality ``.pt``, NVIDIA StyleGAN2-ADA ``.pkl`` (restricted unpickler), genforce ``.pth``
+    (StyleGAN2 and StyleGAN v1, zoo and runner layouts), the project's ``.safetensors``. Every error is a
+    :class:`CheckpointError` naming the file and the format that was detected.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    kind = sniff(path)
+    if kind == "safetensors" or (kind == "unknown" and path.suffix.lower() == ".safetensors"):
         return load_safetensors(path)
-    if suffix == ".pkl":
-        raise CheckpointError(f"{path}: NVIDIA .pkl files are not supported yet; convert to the rosinality .pt "
-                              "layout (e.g. with rosinality's convert_weight.py) and pass that file")
-    raise CheckpointError(f"{path}: unknown generator format {suffix!r}; expected .pt (rosinality) or .safetensors")
+    if kind == "pickle":
+        from bench.generators.nvidia_pkl import load_nvidia_pkl
+
+        return load_nvidia_pkl(path)
+    if kind == "unknown":
+        raise CheckpointError(f"{path}: unknown generator format (neither a torch file, a pickle nor safetensors); "
+                              "expected rosinality .pt, NVIDIA .pkl, genforce .pth or .safetensors")
+    ckpt = read_torch(path)
+    layout = torch_layout(ckpt)
+    if layout == "rosinality":
+        return load_rosinality(path, ckpt=ckpt)
+    if layout == "genforce":
+        from bench.generators.genforce import load_genforce
+
+        return load_genforce(path, ckpt)
+    keys = list(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+    raise CheckpointError(f"{path}: torch file of unknown layout: expected a dict with a 'g_ema' state dict "
+                          f"(rosinality) or 'generator_smooth' / 'generator' / 'models' (genforce), got {keys}")

@@ -269,13 +269,15 @@ class BiasLeakyReLU(nn.Module):
 
 
 class StyledConv(nn.Module):
-    """Modulated conv, then noise, bias and activation."""
+    """Modulated conv, then noise, bias and activation (then an optional clamp to [-clamp, clamp])."""
 
-    def __init__(self, in_ch: int, out_ch: int, w_dim: int, *, upsample: bool = False) -> None:
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int, *, upsample: bool = False,
+                 clamp: float | None = None) -> None:
         super().__init__()
         self.conv = ModulatedConv2d(in_ch, out_ch, 3, w_dim, upsample=upsample)
         self.noise = NoiseInjection()
         self.activate = BiasLeakyReLU(out_ch)
+        self.clamp = clamp
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """``activate(noise(conv(x, w)))`` in two elementwise passes: one multiply-add, one leaky ReLU.
@@ -288,16 +290,22 @@ class StyledConv(nn.Module):
         if out.is_contiguous(memory_format=torch.channels_last):
             shift = shift.contiguous(memory_format=torch.channels_last)
         scale = (dcoef * LRELU_GAIN).to(out.dtype)[:, :, None, None]
-        return F.leaky_relu(torch.addcmul(shift.to(out.dtype), out, scale), 0.2)
+        out = F.leaky_relu(torch.addcmul(shift.to(out.dtype), out, scale), 0.2)
+        return out if self.clamp is None else out.clamp(-self.clamp, self.clamp)
 
 
 class ToRGB(nn.Module):
-    """1x1 modulated conv to RGB (no demodulation), plus the upsampled coarser RGB skip if given."""
+    """1x1 modulated conv to RGB (no demodulation), plus the upsampled coarser RGB skip if given.
 
-    def __init__(self, in_ch: int, w_dim: int, *, upsample: bool = True) -> None:
+    With ``clamp``, the layer's own output (before the skip is added) is clamped to [-clamp, clamp], as
+    NVIDIA's ``conv_clamp`` does.
+    """
+
+    def __init__(self, in_ch: int, w_dim: int, *, upsample: bool = True, clamp: float | None = None) -> None:
         super().__init__()
         self.conv = ModulatedConv2d(in_ch, 3, 1, w_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
+        self.clamp = clamp
         if upsample:
             self.upsample = Upsample()
 
@@ -312,6 +320,8 @@ class ToRGB(nn.Module):
         acc = torch.promote_types(x.dtype, torch.float32)  # float32, or float64 for gradient checks
         with torch.autocast(x.device.type, enabled=False):
             out = self.conv(x.to(acc), w.to(acc)) + self.bias
+            if self.clamp is not None:
+                out = out.clamp(-self.clamp, self.clamp)
             if skip is not None:
                 out = out + self.upsample(skip.to(acc))
         return out

@@ -46,10 +46,13 @@ class GeneratorConfig:
 
     Attributes:
         resolution: output side in pixels, a power of two >= 8.
-        w_dim: latent (z and w) dimension.
+        w_dim: w dimension (also the width of the hidden mapping layers).
         n_mlp: number of mapping layers.
         channels: feature channels per resolution, keys 4..resolution.
         lr_mlp: mapping network learning-rate multiplier (0.01 in StyleGAN2).
+        z_dim: z dimension (``None``: the same as ``w_dim``; NVIDIA's models may differ).
+        conv_clamp: clamp every layer's output to [-conv_clamp, conv_clamp] (NVIDIA StyleGAN2-ADA's
+            ``conv_clamp``, 256 in its configurations); ``None`` clamps nothing (rosinality, genforce).
     """
 
     resolution: int
@@ -57,6 +60,8 @@ class GeneratorConfig:
     n_mlp: int = 8
     channels: dict[int, int] = field(default_factory=dict)
     lr_mlp: float = 0.01
+    z_dim: int | None = None
+    conv_clamp: float | None = None
 
     def __post_init__(self) -> None:
         log = math.log2(self.resolution) if self.resolution > 0 else -1
@@ -64,6 +69,8 @@ class GeneratorConfig:
             raise ValueError(f"resolution must be a power of two >= 8, got {self.resolution}")
         if not self.channels:
             object.__setattr__(self, "channels", rosinality_channels(self.resolution))
+        if self.z_dim is None:
+            object.__setattr__(self, "z_dim", self.w_dim)
         missing = [2**i for i in range(2, int(log) + 1) if 2**i not in self.channels]
         if missing:
             raise ValueError(f"channels has no entry for resolutions {missing}: {self.channels}")
@@ -90,26 +97,30 @@ class StyleGAN2Generator(nn.Module):
     nominally in [-1, 1] (not clamped: the raw generator output, as in the reference implementations).
     """
 
+    family = "stylegan2"
+
     def __init__(self, config: GeneratorConfig, *, noise_seed: int = 0) -> None:
         super().__init__()
         self.config = config
         self.resolution = config.resolution
-        self.w_dim = self.z_dim = config.w_dim
+        self.w_dim, self.z_dim = config.w_dim, int(config.z_dim)
         self.log_size = int(math.log2(config.resolution))
         self.num_ws = 2 * self.log_size - 2
         self.num_layers = 2 * (self.log_size - 2) + 1
         ch = config.channels
+        widths = [self.z_dim] + [config.w_dim] * config.n_mlp
         self.style = nn.Sequential(
-            PixelNorm(), *[EqualLinear(config.w_dim, config.w_dim, lr_mul=config.lr_mlp, activate=True)
-                           for _ in range(config.n_mlp)])
+            PixelNorm(), *[EqualLinear(widths[i], widths[i + 1], lr_mul=config.lr_mlp, activate=True)
+                           for i in range(config.n_mlp)])
+        clamp = config.conv_clamp
         self.input = ConstantInput(ch[4])
-        self.conv1 = StyledConv(ch[4], ch[4], config.w_dim)
-        self.to_rgb1 = ToRGB(ch[4], config.w_dim, upsample=False)
+        self.conv1 = StyledConv(ch[4], ch[4], config.w_dim, clamp=clamp)
+        self.to_rgb1 = ToRGB(ch[4], config.w_dim, upsample=False, clamp=clamp)
         self.convs, self.to_rgbs = nn.ModuleList(), nn.ModuleList()
         for i in range(3, self.log_size + 1):
-            self.convs.append(StyledConv(ch[2 ** (i - 1)], ch[2**i], config.w_dim, upsample=True))
-            self.convs.append(StyledConv(ch[2**i], ch[2**i], config.w_dim))
-            self.to_rgbs.append(ToRGB(ch[2**i], config.w_dim))
+            self.convs.append(StyledConv(ch[2 ** (i - 1)], ch[2**i], config.w_dim, upsample=True, clamp=clamp))
+            self.convs.append(StyledConv(ch[2**i], ch[2**i], config.w_dim, clamp=clamp))
+            self.to_rgbs.append(ToRGB(ch[2**i], config.w_dim, clamp=clamp))
         self.noises = nn.Module()
         gen = torch.Generator().manual_seed(noise_seed)
         for i in range(self.num_layers):
