@@ -108,6 +108,8 @@ def load_rosinality(path: str | Path, *, w_avg_samples: int = 10_000, ckpt: obje
     else:
         gen.compute_w_avg(w_avg_samples, seed=0)
         avg_note = f"w_avg = mean of {w_avg_samples} mapped samples (file has no latent_avg)"
+    gen.source_format = "rosinality .pt"
+    gen.checkpoint_info = {"format": gen.source_format, "w_avg": avg_note}
     gen.description = f"StyleGAN2 {config.resolution}px from {path.name} (rosinality .pt; {avg_note})"
     return gen.eval().requires_grad_(False)
 
@@ -121,22 +123,35 @@ def save_rosinality(gen: StyleGAN2Generator, path: str | Path, *, with_latent_av
     torch.save(ckpt, path)
 
 
-def save_safetensors(gen: StyleGAN2Generator, path: str | Path, extra: dict | None = None,
+FAMILIES = {"bench-stylegan2": "stylegan2", "bench-stylegan1": "stylegan1"}
+
+
+def _family_classes(fmt: str) -> tuple[type, type]:
+    if fmt == "bench-stylegan1":
+        from bench.generators.stylegan1 import StyleGAN1Config, StyleGAN1Generator
+
+        return StyleGAN1Config, StyleGAN1Generator
+    return GeneratorConfig, StyleGAN2Generator
+
+
+def save_safetensors(gen: torch.nn.Module, path: str | Path, extra: dict | None = None,
                      dtype: torch.dtype = torch.float32) -> None:
     """Write the project's safetensors generator format (weights + JSON architecture in the metadata).
 
-    ``dtype=torch.float16`` halves the file; :func:`load_safetensors` always returns float32 weights.
+    Serves StyleGAN2 (``bench-stylegan2``) and StyleGAN v1 (``bench-stylegan1``) generators; ``w_avg`` and the
+    constant noise are among the tensors. ``dtype=torch.float16`` halves the file; :func:`load_safetensors`
+    always returns float32 weights.
     """
     from safetensors.torch import save_file
 
-    meta = {"format": "bench-stylegan2", "config": json.dumps(gen.config.to_dict()),
-            "extra": json.dumps(extra or {})}
+    fmt = "bench-stylegan1" if getattr(gen, "family", "stylegan2") == "stylegan1" else "bench-stylegan2"
+    meta = {"format": fmt, "config": json.dumps(gen.config.to_dict()), "extra": json.dumps(extra or {})}
     tensors = {k: v.detach().to(dtype).cpu().contiguous() for k, v in gen.state_dict().items()}
     save_file(tensors, str(path), metadata=meta)
 
 
-def load_safetensors(path: str | Path) -> StyleGAN2Generator:
-    """Load a generator written by :func:`save_safetensors`, with strict checks."""
+def load_safetensors(path: str | Path) -> torch.nn.Module:
+    """Load a generator written by :func:`save_safetensors` (no pickle involved), with strict checks."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -148,12 +163,22 @@ def load_safetensors(path: str | Path) -> StyleGAN2Generator:
             sd = {k: fh.get_tensor(k).float() for k in fh.keys()}
     except Exception as err:  # noqa: BLE001
         raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
-    if meta.get("format") != "bench-stylegan2":
-        raise CheckpointError(f"{path}: metadata format is {meta.get('format')!r}, expected 'bench-stylegan2'")
-    gen = StyleGAN2Generator(GeneratorConfig.from_dict(json.loads(meta["config"])))
-    check_state_dict(gen, sd, str(path))
+    fmt = meta.get("format")
+    if fmt not in FAMILIES:
+        raise CheckpointError(f"{path}: safetensors metadata format is {fmt!r}, expected one of {sorted(FAMILIES)}")
+    config_cls, gen_cls = _family_classes(fmt)
+    try:
+        gen = gen_cls(config_cls.from_dict(json.loads(meta["config"])))
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: {fmt} safetensors: bad architecture metadata ({err})") from err
+    check_state_dict(gen, sd, f"{path} ({fmt} safetensors)")
     gen.load_state_dict(sd, strict=True)
-    gen.description = f"StyleGAN2 {gen.resolution}px from {path.name}"
+    extra = json.loads(meta.get("extra") or "{}")
+    name = "StyleGAN v1" if fmt == "bench-stylegan1" else "StyleGAN2"
+    origin = f"; converted from {extra['source']} ({extra.get('source_format', '?')})" if "source" in extra else ""
+    gen.source_format = "project .safetensors"
+    gen.checkpoint_info = {"format": gen.source_format, "w_avg": "from file", **extra}
+    gen.description = f"{name} {gen.resolution}px from {path.name} (project .safetensors{origin})"
     return gen.eval().requires_grad_(False)
 
 

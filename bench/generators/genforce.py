@@ -96,13 +96,13 @@ def stylegan2_config(path: Path, sd: dict) -> GeneratorConfig:
         raise _fail(path, "StyleGAN2", f"hidden mapping width {hidden} differs from w_dim {w_dim}; not supported")
     if any(k.startswith("synthesis.skip_layer") for k in sd):
         raise _fail(path, "StyleGAN2", "resnet synthesis architecture; only 'skip' is supported")
-    n_layers = len([k for k in sd if re.fullmatch(r"synthesis\.layer\d+\.weight", k)])
-    n_out = len([k for k in sd if re.fullmatch(r"synthesis\.output\d+\.weight", k)])
+    n_layers = len([k for k in sd if re.fullmatch(r"synthesis\.layer\d+\.style\.weight", k)])
+    n_out = len([k for k in sd if re.fullmatch(r"synthesis\.output\d+\.style\.weight", k)])
     if n_layers % 2 == 0 or n_out != (n_layers + 1) // 2:
         raise _fail(path, "StyleGAN2", f"{n_layers} layers and {n_out} ToRGB outputs: not the 'skip' architecture")
-    channels = {4: sd["synthesis.layer0.weight"].shape[0]}
+    channels = {4: sd["synthesis.layer0.bias"].shape[0]}
     for j in range((n_layers - 1) // 2):
-        channels[2 ** (j + 3)] = sd[f"synthesis.layer{2 * j + 1}.weight"].shape[0]
+        channels[2 ** (j + 3)] = sd[f"synthesis.layer{2 * j + 1}.bias"].shape[0]
     return GeneratorConfig(resolution=max(channels), w_dim=w_dim, n_mlp=n_mlp, channels=channels, z_dim=z_dim)
 
 
@@ -293,6 +293,7 @@ def load_genforce(path: str | Path, ckpt: object, *, w_avg_samples: int = 10_000
         gen.compute_w_avg(w_avg_samples, seed=0)
         note = f"w_avg = mean of {w_avg_samples} mapped samples (file has none)"
     name = "StyleGAN2" if family == "stylegan2" else "StyleGAN v1"
-    gen.family, gen.source_format = family, FORMAT
+    gen.source_format = FORMAT
+    gen.checkpoint_info = {"format": FORMAT, "w_avg": note, "generator": where}
     gen.description = f"{name} {gen.resolution}px from {path.name} ({FORMAT} {where}; {note})"
     return gen.eval().requires_grad_(False)

@@ -252,7 +252,10 @@ def load_nvidia_pkl(path: str | Path, *, w_avg_samples: int = 10_000) -> StyleGA
     else:
         gen.compute_w_avg(w_avg_samples, seed=0)
         note = f"w_avg = mean of {w_avg_samples} mapped samples (file has none)"
-    gen.family, gen.source_format = "stylegan2", FORMAT
+    gen.source_format = FORMAT
+    gen.checkpoint_info = {"format": FORMAT, "w_avg": note, "snapshot keys": ", ".join(info.keys),
+                           "fp16 resolutions (original)": ", ".join(map(str, info.fp16_resolutions)) or "none",
+                           "conv_clamp": "none" if info.config.conv_clamp is None else f"{info.config.conv_clamp:g}"}
     gen.description = (f"StyleGAN2 {info.config.resolution}px from {path.name} ({FORMAT} G_ema; {note}; "
                        f"{describe_fp16(info)})")
     return gen.eval().requires_grad_(False)
