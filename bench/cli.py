@@ -272,6 +272,32 @@ def zoo_ls(generator: str | None, encoder_files: tuple[str, ...]) -> None:
         _fail(err)
 
 
+@zoo.command("inspect")
+@click.argument("file", type=click.Path(dir_okay=False))
+def zoo_inspect(file: str) -> None:
+    """Say what a generator file is: format, family, resolution, w_dim, num_ws, mapping depth, channels, w_avg."""
+    from bench.generators.describe import format_inspection, inspect_generator
+
+    try:
+        click.echo(format_inspection(inspect_generator(file)))
+    except (ValueError, OSError) as err:
+        _fail(err)
+
+
+@zoo.command("convert")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False))
+def zoo_convert(file: str, out: str) -> None:
+    """Convert a generator (rosinality .pt, NVIDIA .pkl, genforce .pth) to the project's .safetensors."""
+    from bench.generators.describe import convert_generator
+
+    try:
+        gen = convert_generator(file, out)
+    except (ValueError, OSError) as err:
+        _fail(err)
+    click.echo(f"wrote {out}: {gen.description}  (use: bench run --generator {out})")
+
+
 @zoo.command("verify")
 def zoo_verify() -> None:
     """Check the shipped files against the manifest's SHA-256 hashes."""
