@@ -79,6 +79,8 @@ def zoo(generator: str | None = None, encoders: dict[str, str] | None = None) ->
     lines += ["", *method_readiness(generator, encoders or {}), "",
               "You can add (pass with the options shown):",
               "  a StyleGAN2 checkpoint: rosinality .pt, or a pSp/e4e .pt (its decoder)  bench run --generator PATH",
+              "  an NVIDIA StyleGAN2-ADA .pkl or a genforce .pth (StyleGAN2, StyleGAN v1)  bench run --generator "
+              "PATH; bench zoo inspect PATH says what it is, bench zoo convert PATH OUT.safetensors",
               "  torchvision AlexNet / VGG16 weights, for real LPIPS   bench run --lpips-weights DIR "
               "(alexnet-owt-7be5be79.pth, vgg16-397923af.pth), or put them in $TORCH_HOME/hub/checkpoints",
               "  an encoder for your generator: bench train-encoder METHOD --generator G --out F, or a released "
