@@ -54,7 +54,8 @@ def main() -> None:
               help="Also run the untransformed images as a baseline.  [default: identity]")
 @click.option("--fill", type=click.Choice(["reflection", "zeros", "border"]), default=None,
               help=f"Border fill of the transforms.  [default: {DEFAULTS.fill}]")
-@click.option("--generator", default=None, help="Generator checkpoint (.pt rosinality, .safetensors). "
+@click.option("--generator", default=None, help="Generator checkpoint: rosinality or pSp/e4e .pt, NVIDIA "
+              "StyleGAN2-ADA .pkl, genforce .pth (StyleGAN2, StyleGAN v1), .safetensors (bench zoo inspect FILE). "
               "[default: the embedded world]")
 @click.option("--data", default=None, help="synthetic:N, folder:PATH, celebahq:PATH[,split=FILE], lsun:PATH, "
               "set:PATH, procfaces:N.  [default: procfaces (held-out faces)]")
