@@ -76,7 +76,7 @@ def read_g_ema(path: str | Path) -> tuple[PersistentObject, tuple[str, ...]]:
         obj, keys = obj, ()
     elif isinstance(obj, dict):
         keys = tuple(str(k) for k in obj)
-        g = obj.get("G_ema", obj.get("G"))
+        g = obj.get("G_ema")
         if not isinstance(g, PersistentObject):
             raise _fail(path, f"expected a snapshot dict with 'G_ema', got keys {list(keys)[:8]}")
         obj = g

@@ -140,3 +140,34 @@ def test_hostile_file_refused_by_bench_run(kind, tmp_path):
     result = invoke("run", "--generator", path, "--methods", "w", "--device", "cpu", "--quiet")
     assert result.exit_code != 0 and path.name in result.output
     assert not marker.exists()
+
+
+def test_genforce_edge_cases(tmp_path):
+    ckpt = torch.load(FIXTURES / "genforce_sg1_zoo_32.pth", weights_only=True)
+    sd = dict(ckpt["generator_smooth"])
+    sd.pop("truncation.w_avg")
+    torch.save({"generator_smooth": sd}, tmp_path / "noavg.pth")
+    gen = load_generator(tmp_path / "noavg.pth")
+    assert "mapped samples (file has none)" in gen.description and gen.w_avg.abs().sum() > 0
+    torch.save({**ckpt["generator_smooth"], "synthesis.lod": torch.tensor(1.0)}, tmp_path / "growing.pth")
+    with pytest.raises(CheckpointError, match=r"growing\.pth: genforce \.pth \(StyleGAN v1\): synthesis\.lod = 1"):
+        load_generator(tmp_path / "growing.pth")
+    idinvert = {"mapping.dense0.weight": torch.zeros(4, 4), "synthesis.layer0.epilogue.bias": torch.zeros(4)}
+    torch.save(idinvert, tmp_path / "styleganinv.pth")
+    with pytest.raises(CheckpointError, match=r"styleganinv\.pth: genforce \.pth \(IDinvert StyleGAN v1\)"):
+        load_generator(tmp_path / "styleganinv.pth")
+    wide = dict(ckpt["generator_smooth"])
+    wide["mapping.dense7.weight"] = torch.zeros(32 * 8, 32)
+    wide["mapping.dense7.bias"] = torch.zeros(32 * 8)
+    torch.save({"generator": wide}, tmp_path / "repeat_w.pth")
+    with pytest.raises(CheckpointError, match=r"repeat_w\.pth: .*repeat_w=False"):
+        load_generator(tmp_path / "repeat_w.pth")
+
+
+def test_snapshot_without_g_ema_refused(tmp_path):
+    import pickle
+
+    (tmp_path / "other.pkl").write_bytes(pickle.dumps({"D": 1, "training_set_kwargs": {}}))
+    with pytest.raises(CheckpointError, match=r"other\.pkl: NVIDIA StyleGAN2-ADA \.pkl: expected a snapshot dict "
+                       r"with 'G_ema'"):
+        load_generator(tmp_path / "other.pkl")
