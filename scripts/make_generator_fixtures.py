@@ -260,7 +260,7 @@ def build(official: Path, out: Path, configs: dict[str, dict], only: str | None)
 
 
 # ------------------------------------------------------------------------------------------------- compare
-def compare(folder: Path) -> dict[str, dict[str, float]]:
+def compare(folder: Path, only: str | None = None) -> dict[str, dict[str, float]]:
     """Load every checkpoint in ``folder`` with the project's loader and print max |project - official|."""
     from safetensors import safe_open
 
@@ -270,6 +270,8 @@ def compare(folder: Path) -> dict[str, dict[str, float]]:
     table = {}
     for exp in sorted(folder.glob("*.expected.safetensors")):
         stem = exp.name[: -len(".expected.safetensors")]
+        if only and only not in stem:
+            continue
         ckpt = next(p for p in folder.iterdir() if p.stem == stem and not p.name.endswith(".safetensors"))
         with safe_open(str(exp), framework="pt") as fh:
             t = {k: fh.get_tensor(k) for k in fh.keys()}
@@ -290,7 +292,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     if args.compare:
-        compare(args.compare)
+        compare(args.compare, args.only)
         return
     if args.official is None or args.out is None:
         ap.error("--official (or BENCH_OFFICIAL) and --out are needed to build")

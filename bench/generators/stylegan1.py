@@ -25,8 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.generators.layers import PixelNorm
-
 LRELU_SLOPE = 0.2
 FUSED_MIN_RES = 128  # genforce / NVIDIA fused_scale='auto'
 
@@ -97,17 +95,25 @@ class ScaledDense(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_dim, in_dim) / lr_mul)
         self.bias = nn.Parameter(torch.zeros(out_dim))
-        self.scale, self.lr_mul, self.activate = gain * lr_mul / math.sqrt(in_dim), lr_mul, activate
+        # (gain / sqrt(in)) * lr_mul in this order: the released implementations round it so
+        self.scale, self.lr_mul, self.activate = gain / math.sqrt(in_dim) * lr_mul, lr_mul, activate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.linear(x, self.weight * self.scale, self.bias * self.lr_mul)
         return F.leaky_relu(out, LRELU_SLOPE) if self.activate else out
 
 
+class PixelNorm(nn.Module):
+    """Normalise each latent to unit root-mean-square, as ``x / sqrt(mean(x^2) + 1e-8)`` (the released rounding)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x / torch.sqrt(x.square().mean(dim=1, keepdim=True) + 1e-8)
+
+
 def instance_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Per-sample, per-channel normalisation to zero mean and unit root-mean-square."""
     x = x - x.mean(dim=(2, 3), keepdim=True)
-    return x * torch.rsqrt(x.square().mean(dim=(2, 3), keepdim=True) + eps)
+    return x / torch.sqrt(x.square().mean(dim=(2, 3), keepdim=True) + eps)
 
 
 def blur121(x: torch.Tensor) -> torch.Tensor:
@@ -209,8 +215,9 @@ class StyleGAN1Generator(nn.Module):
         """
         ws = w[:, None].repeat(1, self.num_ws, 1)
         rows = self.num_ws if layers is None else min(int(layers), self.num_ws)
-        ws[:, :rows] = self.w_avg + psi * (ws[:, :rows] - self.w_avg)
-        return ws
+        coefs = torch.ones(self.num_ws, dtype=w.dtype, device=w.device)
+        coefs[:rows] = psi  # one float32 coefficient per row, like genforce's truncation buffer
+        return self.w_avg + (ws - self.w_avg) * coefs[None, :, None]
 
     @torch.no_grad()
     def compute_w_avg(self, n: int = 10_000, seed: int = 0) -> torch.Tensor:
@@ -239,7 +246,7 @@ class StyleGAN1Generator(nn.Module):
         return x
 
     def _to_image(self, x: torch.Tensor) -> torch.Tensor:
-        img = F.conv2d(x, self.to_rgb.weight / math.sqrt(x.shape[1]), self.to_rgb.bias)
+        img = F.conv2d(x, self.to_rgb.weight * (1.0 / math.sqrt(x.shape[1]))) + self.to_rgb.bias[None, :, None, None]
         return torch.tanh(img) if self.config.final_tanh else img
 
     def synthesis(self, ws: torch.Tensor) -> torch.Tensor:
