@@ -100,6 +100,11 @@ def method_readiness(generator: str | None, encoders: dict[str, str]) -> list[st
     who = generator or "the embedded world generator"
     lines = [f"Methods for {who}:"]
     gen = None
+    if generator:  # say what the file is (family, resolution, format) before what it needs
+        from bench.encoders.psp_release import load_generator_file
+
+        gen = load_generator_file(generator)
+        lines = [f"Methods for {who} ({gen.description}):"]
     for p in list_presets():
         if not p.needs_encoder:
             lines.append(f"  {p.name:<10} ready")

@@ -171,3 +171,9 @@ def test_snapshot_without_g_ema_refused(tmp_path):
     with pytest.raises(CheckpointError, match=r"other\.pkl: NVIDIA StyleGAN2-ADA \.pkl: expected a snapshot dict "
                        r"with 'G_ema'"):
         load_generator(tmp_path / "other.pkl")
+
+
+def test_zoo_ls_names_family_and_resolution():
+    result = invoke("zoo", "ls", "--generator", FIXTURES / "nvidia_map8_fp16_clamp.pkl")
+    assert result.exit_code == 0, result.output
+    assert "StyleGAN2 32px" in result.output and "NVIDIA StyleGAN2-ADA .pkl" in result.output
