@@ -123,22 +123,37 @@ def run(config_file: str | None, dry_run: bool, quiet: bool, params: tuple[str, 
 @click.option("--out", default=None, help="Report folder.  [default: RUN_DIR/report]")
 @click.option("--html/--no-html", "with_html", default=True,
               help="Also write report.html: tables and figures in one file that opens offline.")
-def report(run_dirs: tuple[str, ...], out: str | None, with_html: bool) -> None:
+@click.option("--pool", is_flag=True,
+              help="Merge several runs into one cell per method and transform (refused when their steps, generator, "
+                   "perceptual, data or other settings differ). Default: each run keeps its rows, METHOD [RUN].")
+@click.option("--force", is_flag=True, help="With --pool: pool runs whose settings differ (the report lists them).")
+def report(run_dirs: tuple[str, ...], out: str | None, with_html: bool, pool: bool, force: bool) -> None:
     """Write tables (CSV, Markdown, LaTeX, HTML) and figures for one or more runs (default: the latest)."""
     from reports import write_report
     from reports.html import write_html
 
+    if force and not pool:
+        raise click.UsageError("--force goes with --pool only")
     dirs = [Path(d) for d in run_dirs] or [_latest_run()]
     out_dir = Path(out) if out else dirs[0] / "report"
     try:
-        paths = write_report(dirs, out_dir)
+        _repair(dirs)
+        paths = write_report(dirs, out_dir, pool=pool, force=force)
         if with_html:
             figures = [p for p in paths.values() if p.suffix.lower() == ".png"]
-            paths["report.html"] = write_html(dirs, out_dir / "report.html", figures)
+            paths["report.html"] = write_html(dirs, out_dir / "report.html", figures, pool=pool, force=force)
     except (ValueError, OSError) as err:
         _fail(err)
     for name, path in paths.items():
         click.echo(f"{name}: {path}")
+
+
+def _repair(dirs: list[Path]) -> None:
+    """Rebuild each run's tables from its journal first (a killed run may have left a torn append)."""
+    from bench.results import repair_tables
+
+    for d in dirs:
+        repair_tables(d)
 
 
 def _key_value(text: str, option: str, form: str) -> tuple[str, str]:
@@ -330,6 +345,7 @@ def check(run_dir: str, baseline_file: str, write_baseline: bool, how: str | Non
     if how is not None and not write_baseline:
         raise click.UsageError("--how goes with --write-baseline only")
     try:
+        _repair([Path(run_dir)])
         if write_baseline:
             path = check_api.write_baseline(run_dir, baseline_file, how)
             click.echo(f"baseline written to {path}  (check with: bench check RUN_DIR --baseline {path})")

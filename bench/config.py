@@ -136,7 +136,14 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"config file {path}: no such file")
     try:
-        data = tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"config file {path}: not a text file (byte {err.start} is not UTF-8); expected JSON "
+                         "or TOML") from None
+    except OSError as err:
+        raise ValueError(f"config file {path}: cannot be read ({err.strerror or err})") from None
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
         raise ValueError(f"config file {path}: cannot be parsed ({err})") from err
     if not isinstance(data, dict):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -25,6 +25,7 @@ from bench.perceptual import PERCEPTUAL_CHOICES, lpips_weight_files, resolve_per
 from bench.world.defaults import default_data_spec, default_generator
 from bench.world.perceptual import NAME as WORLD_METRIC
 from methods import build_method, expand_method_names, get_preset
+from methods.base import check_overrides
 from transforms import (
     FILL_MODES,
     REFERENCE_RESOLUTION,
@@ -83,6 +84,36 @@ def check_names(config: RunConfig) -> None:
         raise ValueError(f"--fill {config.fill!r}: expected one of {', '.join(FILL_MODES)}")
     if config.perceptual not in PERCEPTUAL_CHOICES:
         raise ValueError(f"--perceptual {config.perceptual!r}: expected one of {', '.join(PERCEPTUAL_CHOICES)}")
+    method_params(config)
+
+
+def method_params(config: RunConfig) -> dict[str, dict]:
+    """``--param`` overrides per preset, aliases expanded (a preset's own entry wins over its alias's).
+
+    Raises:
+        ValueError: an unknown method, a method that is not in this run, an unknown parameter or a value
+            that does not fit it (``methods.base.check_overrides``), naming the ``--param`` entry.
+    """
+    run = expand_method_names(config.methods)
+    out: dict[str, dict] = {}
+    for key, values in sorted(config.method_params.items(), key=lambda kv: kv[0] in run):
+        where = f"--param {key}.{next(iter(values), 'KEY') if isinstance(values, dict) else 'KEY'}"
+        try:
+            targets = expand_method_names(key)
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+        outside = [t for t in targets if t not in run]
+        if outside:
+            raise ValueError(f"{where}: method {key!r} is not among this run's methods ({', '.join(run)})")
+        if not isinstance(values, dict):
+            raise ValueError(f"{where}: expected a table of parameter values, got {values!r}")
+        for t in targets:
+            try:
+                check_overrides(t, values)
+            except ValueError as err:
+                raise ValueError(f"--param: {err}") from None
+            out[t] = out.get(t, {}) | values
+    return out
 
 
 @dataclass
@@ -116,6 +147,7 @@ def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Prepared:
     device = resolve_device(config.device)
     config = resolve(config, device_type=device.type)
     check_names(config)
+    config = replace(config, method_params=method_params(config))
     methods = expand_method_names(config.methods)
     if config.generator:
         generator = load_generator_file(config.generator)  # also a pSp/e4e checkpoint's decoder
@@ -225,7 +257,7 @@ def attach_pnorm_stats(generator, use_world: bool, path: str | None = None) -> N
             t = {k: fh.get_tensor(k) for k in fh.keys()}
             samples = int((fh.metadata() or {}).get("samples", 0))
         stats = PNormStats(t["mean"].float(), t["eigvecs"].float(), t["eigvals"].float(), samples=samples)
-    except (OSError, KeyError, ValueError, RuntimeError) as err:
+    except Exception as err:  # noqa: BLE001 - safetensors' own error type too: any unreadable file is named
         raise ValueError(f"--pnorm-stats {path}: not a P-norm+ statistics file ({err})") from err
     _attach_stats(generator, stats, path)
 

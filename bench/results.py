@@ -367,6 +367,22 @@ class RunStore:
         self.close()
 
 
+def repair_tables(run_dir: str | Path) -> bool:
+    """Rebuild a run directory's tables from its journal, unless a run holds it now; True if done.
+
+    ``bench report`` and ``bench check`` call this first, so that a run killed mid-append reads whole.
+    """
+    from bench.runlock import RunDirBusy
+
+    if not (Path(run_dir) / JOURNAL).is_dir():
+        return False
+    try:
+        RunStore(run_dir).close()
+    except RunDirBusy:
+        return False
+    return True
+
+
 def git_commit() -> str:
     """The repository commit of the installed code (``+dirty`` if modified), or ``unknown``."""
     root = Path(__file__).resolve().parent.parent

@@ -115,11 +115,12 @@ def _run(config: RunConfig, store: RunStore, progress: bool, log: Callable[[str]
     sample_ids = {it.id for it in prep.items[: prep.config.max_samples]}
     units = work_units(prep)
     total = len(units) * len(methods)
-    batches = 0
+    batches = finished = 0
     with tqdm(total=total, disable=not progress, desc="bench run", unit="unit", dynamic_ncols=True) as bar:
         for name, method in methods.items():
             pending = [u for u in units if not store.done(*u.key(name))]
             bar.update(len(units) - len(pending))
+            finished += len(units) - len(pending)
             if not pending:
                 continue
             size = batch_size_for(prep, name, pending, log)
@@ -131,8 +132,9 @@ def _run(config: RunConfig, store: RunStore, progress: bool, log: Callable[[str]
                     record = run_batch(prep, store, method, batch, sample_ids)
                 store.commit(record)
                 bar.update(len(batch))
+                finished += len(batch)
                 if not progress:
-                    log(f"{name}: {bar.n}/{total} units done (batch of {len(batch)}: "
+                    log(f"{name}: {finished}/{total} units done (batch of {len(batch)}: "
                         f"{', '.join(sorted({u.label for u in batch}))}; {time.perf_counter() - start:.1f} s)")
                 batches += 1
                 if stop_after is not None and batches >= stop_after:
@@ -141,8 +143,16 @@ def _run(config: RunConfig, store: RunStore, progress: bool, log: Callable[[str]
 
 
 def _step_display(bar, what: str) -> Callable[[int, int], None]:
-    """An optimisation-step observer that shows ``what: step k/N`` in the progress bar's postfix."""
-    return lambda done, steps: bar.set_postfix_str(f"{what}: step {done}/{steps}", refresh=False)
+    """An optimisation-step observer that shows ``what: step k/N`` in the progress bar (at most twice a second)."""
+    last = [0.0]
+
+    def show(done: int, steps: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 0.5 or done == steps:
+            last[0] = now
+            bar.set_postfix_str(f"{what}: step {done}/{steps}", refresh=True)
+
+    return show
 
 
 def _release_memory(device: torch.device) -> None:

@@ -136,9 +136,35 @@ def read_results(run_dir: str | Path) -> pd.DataFrame:
     """
     path = check_run_dir(run_dir) / "results.csv"
     df = _read_csv(path, RESULT_COLUMNS)
+    _check_complete_rows(df, path)
     df["value"] = _numeric(df, "value", path)
     df["status"] = df["status"].str.strip()
+    _check_no_duplicates(df, path)
     return df
+
+
+UNIT_KEY = ("item", "method", "transform", "seed", "metric")
+
+
+def _check_complete_rows(df: pd.DataFrame, path: Path) -> None:
+    """Refuse a row cut short (a run killed while appending leaves one), naming its line."""
+    torn = df[(df[["method", "transform", "metric", "status"]] == "").any(axis=1)]
+    if not torn.empty:
+        line = int(torn.index[0]) + 2  # the header is line 1
+        raise RunDirError(f"{path}: line {line} is incomplete (a run was interrupted while writing it); "
+                          f"re-run the same `bench run ... --run-dir {path.parent}` (or `bench report` once no run "
+                          "holds it), which repairs the table from the run's journal")
+
+
+def _check_no_duplicates(df: pd.DataFrame, path: Path) -> None:
+    """Refuse a table that holds a unit's row twice (two writers at once): it would be counted twice."""
+    dup = df.duplicated(list(UNIT_KEY), keep="first")
+    if dup.any():
+        first = df[dup].iloc[0]
+        units = df[dup][["item", "method", "transform"]].drop_duplicates()
+        raise RunDirError(f"{path}: {int(dup.sum())} rows appear twice ({len(units)} units, e.g. item "
+                          f"{first['item']!r}, method {first['method']!r}, transform {first['transform']!r}): the "
+                          "directory was written by two runs at once; the report refuses to count them twice")
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, MetricInfo]:

@@ -39,8 +39,19 @@ __all__ = [
     "to_uint8",
 ]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-"""File extensions (lower case) that folder sources pick up."""
+# Pillow registers these but cannot decode them by itself (stub plugins, or Ghostscript / Windows needed)
+_NOT_DECODED = {".bufr", ".grib", ".h5", ".hdf", ".mpeg", ".mpg", ".emf", ".wmf", ".eps", ".ps"}
+
+
+def _readable_extensions() -> tuple[str, ...]:
+    Image.init()
+    return tuple(sorted(ext for ext, fmt in Image.registered_extensions().items()
+                        if fmt in Image.OPEN and ext not in _NOT_DECODED))
+
+
+IMAGE_EXTENSIONS = _readable_extensions()
+"""File extensions (lower case) that folder sources pick up: every format this Pillow can open (png, jpg,
+gif, webp, tiff, bmp, ...)."""
 
 MIN_SIDE = 8
 """Smallest accepted image side in pixels; anything smaller carries no usable content."""

@@ -276,7 +276,13 @@ def _subset_positions(total: int, n: int | None, seed: int, on_error: ErrorHandl
 
 
 class FolderSource(Source):
-    """Image files on disk (the ``folder`` and ``celebahq`` kinds, and ``lsun`` given a folder)."""
+    """Image files on disk (the ``folder`` and ``celebahq`` kinds, and ``lsun`` given a folder).
+
+    A subset of ``n`` is drawn from the *readable* files: the candidates are visited in a seeded random
+    order (``numpy.random.default_rng(seed).permutation``) and decoded until ``n`` have loaded, so that a
+    broken file is replaced by the next candidate instead of shrinking the set; the kept items come out in id
+    order. Broken files are reported through ``on_error`` and named in :attr:`description`.
+    """
 
     def __init__(
         self,
@@ -287,11 +293,14 @@ class FolderSource(Source):
         seed: int,
         on_error: ErrorHandler,
         where: str,
+        n: int | None = None,
     ):
-        """Create a source over ``files`` (id -> path, already subset and ordered)."""
-        super().__init__(name, f"{len(files)} images from {where}", list(files), seed=seed, on_error=on_error)
-        self.resolution = resolution
+        """Create a source over ``files`` (id -> path, in id order), keeping ``n`` readable ones if given."""
+        super().__init__(name, "", list(files), seed=seed, on_error=on_error)
+        self.resolution, self.where, self.n = resolution, where, n
         self._files = dict(files)
+        self._items: list[Item] | None = None
+        self._skipped: list[str] = []
 
     def _load(self, item_id: str) -> Item | None:
         path = self._files[item_id]
@@ -299,16 +308,58 @@ class FolderSource(Source):
             image = load_image(path, self.resolution)
         except ImageLoadError as exc:
             self.on_error(str(exc))
+            self._skipped.append(path.name if path.parent == Path(self.where) else str(path))
             return None
         return Item(id=item_id, image=image, seed=item_seed(self.seed, item_id), meta={"path": str(path)})
+
+    def _materialise(self) -> list[Item]:
+        if self._items is None:
+            ids = list(self._files)
+            order = ids if self.n is None or self.n >= len(ids) else \
+                [ids[i] for i in np.random.default_rng(self.seed).permutation(len(ids))]
+            items: list[Item] = []
+            for item_id in order:
+                if self.n is not None and len(items) == self.n:
+                    break
+                item = self._load(item_id)
+                if item is not None:
+                    items.append(item)
+            if self.n is not None and len(items) < self.n:
+                self.on_error(f"warning: {self.name}:{self.where}: asked for {self.n} items but only {len(items)} "
+                              f"of {len(ids)} files are readable; using those")
+            position = {k: i for i, k in enumerate(ids)}
+            self._items = sorted(items, key=lambda it: position[it.id])
+        return self._items
+
+    def ids(self) -> list[str]:
+        """The candidate ids without a subset; with one, the ids of the readable files chosen."""
+        return list(self._files) if self.n is None else [it.id for it in self._materialise()]
+
+    def __len__(self) -> int:
+        return len(self.ids())
+
+    def __iter__(self) -> Iterator[Item]:
+        yield from self._materialise()
+
+    @property
+    def description(self) -> str:
+        """What was found, used and skipped (named), once the source has been read."""
+        if self._items is None:
+            return f"{len(self._files)} image files in {self.where}"
+        skipped = "" if not self._skipped else ": " + ", ".join(self._skipped[:10]) + (
+            f" and {len(self._skipped) - 10} more" if len(self._skipped) > 10 else "")
+        return (f"{len(self._items)} images from {self.where} ({len(self._files)} image files found, "
+                f"{len(self._items)} used, {len(self._skipped)} skipped as unreadable{skipped})")
+
+    @description.setter
+    def description(self, value: str) -> None:  # set by Source.__init__; this class describes itself
+        pass
 
 
 def folder_subset(kind: str, files: dict[str, Path], spec: str, *, resolution: int, n: int | None, seed: int,
                   on_error: ErrorHandler, where: str) -> FolderSource:
-    """A ``FolderSource`` over a seeded subset of ``files`` (shared by folder, celebahq and lsun-as-folder)."""
-    keep = select_subset(list(files), n, seed, on_error, spec)
-    return FolderSource(kind, {k: files[k] for k in keep}, resolution=resolution, seed=seed, on_error=on_error,
-                        where=where)
+    """A ``FolderSource`` keeping ``n`` readable files (shared by folder, celebahq and lsun-as-folder)."""
+    return FolderSource(kind, files, resolution=resolution, seed=seed, on_error=on_error, where=where, n=n)
 
 
 def _folder_factory(

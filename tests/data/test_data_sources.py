@@ -125,7 +125,7 @@ def test_subset_is_seeded_stable_and_ordered(tmp_path):
     all_ids = [f"{i:03d}" for i in range(12)]
     a = open_source(f"folder:{root}:4", resolution=8, seed=5).ids()
     assert a == open_source(f"folder:{root}:4", resolution=8, seed=5).ids()
-    expected = [all_ids[i] for i in sorted(np.random.default_rng(5).choice(12, size=4, replace=False))]
+    expected = [all_ids[i] for i in sorted(np.random.default_rng(5).permutation(12)[:4])]
     assert a == expected == sorted(a)
     assert open_source(f"folder:{root}:4", resolution=8, seed=6).ids() != a
     assert len(open_source(f"folder:{root}:4", resolution=8, n=7).ids()) == 7  # n wins over the suffix
@@ -327,3 +327,39 @@ def test_item_checks_its_image():
     it = Item("x", torch.zeros(3, 8, 8), 0)
     with pytest.raises(AttributeError):
         it.id = "y"
+
+
+def test_subset_is_drawn_from_the_readable_files(tmp_path):
+    """10 good images and 5 broken ones: a subset of 8 holds 8 good images, and says what it skipped."""
+    for i in range(10):
+        Image.fromarray(_rgb(10, 10, i)).save(tmp_path / f"good{i:02d}.png")
+    for i in range(5):
+        (tmp_path / f"bad{i}.png").write_text("not an image")
+    for seed in range(6):
+        errors: list[str] = []
+        src = open_source(f"folder:{tmp_path}:8", resolution=8, seed=seed, on_error=errors.append)
+        items = list(src)
+        assert len(items) == 8 and all(it.id.startswith("good") for it in items)
+        assert [it.id for it in items] == sorted(it.id for it in items) == src.ids()
+        skipped = [e for e in errors if "bad" in e]
+        assert f"15 image files found, 8 used, {len(skipped)} skipped" in src.description
+        assert all(f"bad{e.split('bad')[1][0]}.png" in src.description for e in skipped)
+    again = open_source(f"folder:{tmp_path}:8", resolution=8, seed=3)
+    assert [it.id for it in again] == open_source(f"folder:{tmp_path}:8", resolution=8, seed=3).ids()
+
+
+def test_too_few_readable_files_are_used_with_a_warning(tmp_path):
+    for i in range(3):
+        Image.fromarray(_rgb(10, 10, i)).save(tmp_path / f"g{i}.png")
+    (tmp_path / "bad.png").write_text("x")
+    errors: list[str] = []
+    items = list(open_source(f"folder:{tmp_path}:4", resolution=8, seed=0, on_error=errors.append))
+    assert len(items) == 3 and any("only 3 of 4 files are readable" in e for e in errors)
+
+
+def test_every_format_pillow_reads_is_a_candidate(tmp_path):
+    for ext in ("gif", "webp", "tiff", "bmp", "ppm", "tga"):
+        Image.fromarray(_rgb(12, 12)).save(tmp_path / f"img_{ext}.{ext}")
+    (tmp_path / "model.h5").write_bytes(b"\x89HDF")  # not an image format Pillow decodes: not a candidate
+    src = open_source(f"folder:{tmp_path}", resolution=8)
+    assert sorted(it.id for it in src) == sorted(f"img_{e}" for e in ("gif", "webp", "tiff", "bmp", "ppm", "tga"))
