@@ -9,6 +9,7 @@ what each method needs (encoders, P-norm+ statistics, batch size).
 from __future__ import annotations
 
 import hashlib
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -230,7 +231,22 @@ def method_resources(preset, prep: Prepared) -> dict:
                          f"--generator {prep.config.generator or 'G'} --out FILE (bench zoo ls)")
     encoder = load_encoder(path, prep.device, method=preset.name)
     check_trained_for(encoder, prep.generator, str(path), preset.name, waive)
+    _check_encoder_fits(preset.name, encoder, prep, path)
     return {"encoder": encoder}
+
+
+def _check_encoder_fits(name: str, encoder, prep: Prepared, path) -> None:
+    """Encode one blank image with a zero-step inversion, so that a wrong encoder fails now, naming its file."""
+    blank = torch.zeros(2, 3, prep.generator.resolution, prep.generator.resolution, device=prep.device)
+    probe = {"steps": 0} | ({"pnorm_weight": 0.0} if "pnorm_weight" in typing.get_type_hints(
+        get_preset(name).cls.Params) else {})  # no P-norm+ statistics needed for the check
+    try:
+        with torch.no_grad():
+            build_method(name, probe, encoder=encoder).invert(blank, prep.generator, seeds=[0, 1],
+                                                                     perceptual=None)
+    except (ValueError, RuntimeError) as err:
+        raise ValueError(f"--encoder {name}={path}: does not fit this generator ({prep.generator.resolution} px, "
+                         f"{prep.generator.num_ws} ws): {err}") from None
 
 
 def attach_pnorm_stats(generator, use_world: bool, path: str | None = None) -> None:
