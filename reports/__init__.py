@@ -2,8 +2,9 @@
 
 from reports.build import write_report
 from reports.edit_figure import edit_figure
-from reports.figures import cell_dpi, figure_grid, metric_curve, safe_label
+from reports.figures import cell_dpi, figure_grid, safe_label
 from reports.html import write_html
+from reports.plots import metric_curve, metric_figure
 from reports.rundir import (
     MetricInfo,
     RunDirError,
@@ -34,6 +35,7 @@ __all__ = [
     "load_metric_info",
     "load_results",
     "metric_curve",
+    "metric_figure",
     "read_config",
     "read_metrics",
     "read_results",

@@ -13,19 +13,21 @@ from typing import Any
 
 import pandas as pd
 
-from reports import figures
+from reports import figures, plots
 from reports.edit_figure import edit_columns, edit_figure
-from reports.rundir import MetricInfo, read_sample_index, read_timing, read_versions
+from reports.pooling import PoolPlan, plan_pooling, repeated_rows
+from reports.rundir import MetricInfo, read_config, read_sample_index, read_versions
 from reports.tables import (
-    NAN_TEXT,
     _as_dirs,
     _md_escape,
     _plan,
     _run_names,
     _write_text,
+    cell_legend,
     load_metric_info,
     load_results,
     summary_table,
+    timing_table,
     to_latex,
     to_markdown,
     write_csv,
@@ -34,7 +36,8 @@ from reports.tables import (
 EDIT_FIGURE_KINDS = ("psnr", "consistency-psnr", "attr-gain", "attr-drift")
 
 
-def mean_edit_metrics(df: pd.DataFrame, info: dict[str, MetricInfo]) -> tuple[pd.DataFrame, list[MetricInfo]]:
+def mean_edit_metrics(df: pd.DataFrame, info: dict[str, MetricInfo],
+                      pool: bool = False) -> tuple[pd.DataFrame, list[MetricInfo]]:
     """Per item, the mean of each edit metric kind over all edits of the run (``edit[all]/psnr`` ...), summarised.
 
     Returns the summary (as :func:`summary_table`) and the entries of the kinds present, for the figures.
@@ -45,29 +48,44 @@ def mean_edit_metrics(df: pd.DataFrame, info: dict[str, MetricInfo]) -> tuple[pd
     if rows.empty:
         return summary_table(df.iloc[:0]), []
     first = {k: info.get(m) for m, k in zip(metric[rows.index], rows["kind"], strict=True)}
-    mean = (rows.groupby(["item", "method", "transform", "seed", "kind", "status"], sort=False, observed=True)["value"]
-            .mean().reset_index())
+    keys = ["run"] * ("run" in rows.columns) + ["item", "method", "transform", "seed", "kind", "status"]
+    mean = rows.groupby(keys, sort=False, observed=True)["value"].mean().reset_index()
     mean["metric"] = "edit[all]/" + mean.pop("kind")
     entries = [dataclasses.replace(e, name=f"edit[all]/{k}", description=f"mean over all edits; {e.description}")
                for k, e in first.items() if e is not None]
-    return summary_table(mean), entries
+    return summary_table(mean, pool=pool), entries
 
 
 def _one_line(value: Any) -> str:
     return " ".join(str(value).split()) if value not in (None, "") else "not recorded"
 
 
-def _runs_section(dirs: Sequence[Path], names: Sequence[str]) -> str:
+SETTING_KEYS = ("profile", "steps", "precision", "perceptual", "data", "n", "seed", "fill")
+"""``config.json`` entries shown for each run in the report header."""
+
+
+def run_settings_line(run_dir: Path) -> str:
+    """``profile quick, steps 300, ...`` from ``config.json`` (empty when the run has none)."""
+    config = read_config(run_dir)
+    return ", ".join(f"{k} {_one_line(config[k]) if config[k] is not None else 'default'}"
+                     for k in SETTING_KEYS if k in config)
+
+
+def _runs_section(dirs: Sequence[Path], names: Sequence[str], plan: PoolPlan | None = None) -> str:
     out = ["## Runs\n\n"]
     for run_dir, name in zip(dirs, names, strict=True):
         v = read_versions(run_dir)
+        settings = run_settings_line(run_dir)
         out.append(
             f"- **{_md_escape(name)}** (`{run_dir}`): git commit `{_one_line(v.get('git_commit'))}`, "
             f"device `{_one_line(v.get('device'))}`, date {_one_line(v.get('date'))}\n"
             f"  - generator: {_one_line(v.get('generator'))}\n"
             f"  - perceptual: {_one_line(v.get('perceptual'))}\n"
+            + (f"  - data: {_one_line(v.get('data'))}\n" if v.get("data") else "")
+            + (f"  - settings: {settings}\n" if settings else "")
         )
-    return "".join(out) + "\n"
+    note = plan.note() if plan is not None else ""
+    return "".join(out) + "\n" + (f"{_md_escape(note)}\n\n" if note else "")
 
 
 def _failed_section(df: pd.DataFrame, limit: int = 100) -> str:
@@ -87,11 +105,10 @@ def _failed_section(df: pd.DataFrame, limit: int = 100) -> str:
     return "".join(out) + "\n"
 
 
-def _timing_section(dirs: Sequence[Path]) -> str:
-    timing = pd.concat([read_timing(d) for d in dirs], ignore_index=True)
-    if timing.empty:
+def _timing_section(dirs: Sequence[Path], names: Sequence[str], pooled: bool) -> str:
+    total = timing_table(dirs, names, pooled)
+    if total.empty:
         return ""
-    total = timing.groupby(["method", "transform"], sort=False)[["items", "seconds"]].sum().reset_index()
     out = ["## Timing\n\n| method | transform | items | seconds | s / item |\n|---|---|---:|---:|---:|\n"]
     for r in total.itertuples(index=False):
         per = r.seconds / r.items if r.items else math.nan
@@ -134,27 +151,35 @@ def _write_figures(dirs: Sequence[Path], names: Sequence[str], out_dir: Path, df
 
 
 def write_report(run_dirs: Sequence[str | Path] | str | Path, out_dir: str | Path,
-                 edit_item: str | None = None) -> dict[str, Path]:
+                 edit_item: str | None = None, *, pool: bool = False, force: bool = False) -> dict[str, Path]:
     """Write the tables (``table.csv``, ``table.md``, ``table.tex``) and the figures of one or more runs.
 
-    Figures, each PNG with a PDF twin: ``transforms.png`` (one item under every transform), metric curves
-    and per-family curves, ``grid_<transform>.png`` (inputs and reconstructions, at most 6 items) and, for
+    Figures, each PNG with a PDF twin: ``transforms.png`` (one item under every transform),
+    ``metric_<family>.png`` (one per metric family, whole image and ``@valid``: :mod:`reports.plots`),
+    ``grid_<transform>.png`` (inputs and reconstructions, at most 6 items) and, for
     runs with ``--edit``, ``edits_<transform>.png`` (one item: methods x input, reconstruction, edits).
 
     Args:
         run_dirs: Run directories to merge.
         out_dir: Output folder (created).
         edit_item: Item shown in the edit figures (default: the first sample item of each transform).
+        pool: Merge several runs into one cell per (method, transform, metric); by default each run keeps
+            its own rows (``METHOD [RUN]``). Refused when their settings differ (``reports.pooling``).
+        force: With ``pool``, pool runs whose settings differ (the report lists the differences).
 
     Returns:
         ``{file name: path}`` for every file written, the summary figures before the per-transform ones.
+
+    Raises:
+        reports.pooling.PoolingError: If ``pool`` and the runs' settings differ, without ``force``.
     """
     dirs = _as_dirs(run_dirs)
     names = _run_names(dirs)
+    df, info = load_results(dirs), load_metric_info(dirs)
+    plan = plan_pooling(dirs, names, pool=pool, force=force, repeated_rows=repeated_rows(df))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    df, info = load_results(dirs), load_metric_info(dirs)
-    summary = summary_table(df)
+    summary = summary_table(df, pool=plan.pooled)
     paths = {"table.csv": write_csv(summary, out / "table.csv")}
     for run_dir, name in zip(dirs, names, strict=True):
         file_name = "transforms.png" if len(dirs) == 1 else f"transforms_{figures.safe_label(name)}.png"
@@ -163,32 +188,27 @@ def write_report(run_dirs: Sequence[str | Path] | str | Path, out_dir: str | Pat
         except ValueError:
             pass  # a run without samples has no transform figure
     tabled, _ = _plan(summary, info)
-    # curves for the headline metrics only: masked variants and per-strength edit metrics stay in the tables,
+    # one figure per metric family (whole image and @valid); per-strength edit metrics stay in the tables,
     # and the edit metrics are drawn averaged over every edit of the run (one figure per kind)
-    headline = [m for m in tabled if "@" not in m.name and not m.name.startswith("edit[")]
-    edit_summary, edit_info = mean_edit_metrics(df, info)
-    if len(dirs) == 1:
-        magnitudes = figures.transform_magnitudes(dirs[0])
-        for table, metrics in ((summary, headline), (edit_summary, edit_info)):
-            for metric in metrics:
-                file_name = f"family_{figures.safe_label(metric.name)}.png"
-                written = figures.family_curves(table, magnitudes, metric.name, out / file_name,
-                                                metric.higher_is_better)
-                if written is not None:
-                    paths[file_name] = written
-    for metric in headline:
-        file_name = f"curve_{figures.safe_label(metric.name)}.png"
-        paths[file_name] = figures.metric_curve(summary, metric.name, out / file_name, metric.higher_is_better)
+    headline = [m for m in tabled if not m.name.startswith("edit[")]
+    edit_summary, edit_info = mean_edit_metrics(df, info, pool=plan.pooled)
+    axis = plots.transform_axis(dirs)
+    pooled_runs = len(dirs) if plan.pooled else 1
+    for table, metrics in ((summary, headline), (edit_summary, edit_info)):
+        for base, variants in plots.metric_families(metrics):
+            file_name = _unique(paths, f"metric_{figures.safe_label(base)}.png")
+            written = plots.metric_figure(table, variants, axis, out / file_name, pooled_runs=pooled_runs)
+            if written is not None:
+                paths[file_name] = written
     paths.update(_write_figures(dirs, names, out, df, edit_item))
     figure_md = "".join(f"![{k}]({k})\n\n" for k in paths if k.endswith(".png"))
     md = (
         "# Benchmark report\n\n"
-        + _runs_section(dirs, names)
-        + "## Results\n\nEach cell: mean ± sample std over ok rows (items × seeds); best per column in bold; "
-        + f"{NAN_TEXT} = no value.\n\n"
+        + _runs_section(dirs, names, plan)
+        + "## Results\n\n" + cell_legend(summary, len(dirs) if plan.pooled else 1) + "\n\n"
         + to_markdown(summary, info)
         + _failed_section(df)
-        + _timing_section(dirs)
+        + _timing_section(dirs, names, plan.pooled)
         + ("## Figures\n\n" + figure_md if figure_md else "")
     )
     paths["table.md"] = _write_text(out / "table.md", md)

@@ -1,4 +1,4 @@
-"""Figures from a run directory: paper-style sample grids and metric-vs-transform curves.
+"""Figures from a run directory: paper-style sample grids and the transform strip (metric plots: ``reports.plots``).
 
 Figures are drawn on a bare ``matplotlib.figure.Figure`` with the Agg canvas, never through pyplot, so
 that drawing needs no display, leaves the caller's matplotlib backend alone and leaks no open figures.
@@ -259,47 +259,6 @@ def figure_grid(
     return _save(fig, out_path, dpi)
 
 
-def metric_curve(
-    summary: pd.DataFrame, metric: str, out_path: str | Path, higher_is_better: bool | None = None
-) -> Path:
-    """Save a plot of one metric against transform (run order), one line per method, std as error bars.
-
-    Args:
-        summary: From :func:`reports.tables.summary_table`.
-        metric: Metric name.
-        out_path: PNG to write.
-        higher_is_better: Adds ↑ or ↓ to the axis label when given.
-
-    Returns:
-        ``out_path`` as a Path.
-    """
-    rows = summary[summary["metric"].astype(str) == metric]
-    if rows.empty:
-        raise ValueError(f"metric {metric!r} not in summary; has {list(pd.unique(summary['metric'].astype(str)))}")
-    transforms = [str(t) for t in pd.unique(rows["transform"].astype(str))]
-    if isinstance(summary["transform"].dtype, pd.CategoricalDtype):
-        transforms = [str(t) for t in summary["transform"].cat.categories if str(t) in transforms]
-    fig = Figure(figsize=(max(4.0, 2.0 + 0.6 * len(transforms)), 3.0))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    x = np.arange(len(transforms))
-    for method, part in rows.groupby(rows["method"].astype(str), sort=False):
-        stats = part.set_index(part["transform"].astype(str))[["mean", "std"]].reindex(transforms)
-        ax.errorbar(x, stats["mean"], yerr=stats["std"], marker="o", capsize=3, label=method)
-    ax.set_xticks(
-        x,
-        transforms,
-        rotation=30 if len(transforms) > 5 else 0,
-        ha="right" if len(transforms) > 5 else "center",
-    )
-    arrow = "" if higher_is_better is None else (" ↑" if higher_is_better else " ↓")
-    ax.set_ylabel(metric + arrow)
-    ax.set_xlabel("transform")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=FONT_PT, frameon=False)
-    return _save(fig, out_path, 100, bbox_inches="tight")
-
-
 def transform_figure(run_dir: str | Path, out_path: str | Path, item: str | None = None) -> Path:
     """One row: the same item under every transform of the run (its ``input`` samples), titled by label.
 
@@ -353,38 +312,3 @@ def transform_magnitudes(run_dir: str | Path) -> dict[str, tuple[str, float]]:
         elif sum(moved) == 1:
             out[label] = [("rotation", angle), ("translation", shift), ("scale", scale)][moved.index(True)]
     return out
-
-
-def family_curves(summary: pd.DataFrame, magnitudes: dict[str, tuple[str, float]], metric: str,
-                  out_path: str | Path, higher_is_better: bool | None = None) -> Path | None:
-    """Metric against transform magnitude, one panel per family, one line per method with a ±std band.
-
-    Returns None when the run has no single-family transform.
-    """
-    rows = summary[summary["metric"].astype(str) == metric]
-    families = [f for f in ("translation", "rotation", "scale") if any(v[0] == f for v in magnitudes.values())]
-    if rows.empty or not families:
-        return None
-    units = {"translation": "shift (px)", "rotation": "|angle| (deg)", "scale": "scale factor"}
-    fig = Figure(figsize=(3.2 * len(families), 3.0))
-    FigureCanvasAgg(fig)
-    arrow = "" if higher_is_better is None else (" ↑" if higher_is_better else " ↓")
-    for k, family in enumerate(families):
-        ax = fig.add_subplot(1, len(families), k + 1)
-        for method, part in rows.groupby(rows["method"].astype(str), sort=False):
-            pts = []
-            for _, r in part.iterrows():
-                fam, mag = magnitudes.get(str(r["transform"]), (None, None))
-                if fam == family or fam == "identity":
-                    pts.append((1.0 if fam == "identity" and family == "scale" else mag, r["mean"], r["std"]))
-            if not pts:
-                continue
-            x, m, s = (np.array(v, dtype=float) for v in zip(*sorted(pts), strict=True))
-            s = np.nan_to_num(s)
-            ax.plot(x, m, marker="o", label=method)
-            ax.fill_between(x, m - s, m + s, alpha=0.2)
-        ax.set_xlabel(units[family])
-        ax.set_ylabel(metric + arrow if k == 0 else "")
-        ax.grid(alpha=0.3)
-    fig.axes[0].legend(fontsize=FONT_PT, frameon=False)
-    return _save(fig, out_path, 100, bbox_inches="tight")

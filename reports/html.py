@@ -18,7 +18,8 @@ from typing import Any
 import pandas as pd
 
 from reports.figures import safe_label, transform_magnitudes
-from reports.rundir import read_config, read_timing, read_versions, write_atomic
+from reports.pooling import PoolPlan, plan_pooling, repeated_rows
+from reports.rundir import read_config, read_versions, write_atomic
 from reports.tables import (
     NAN_TEXT,
     MetricInfoLike,
@@ -28,9 +29,11 @@ from reports.tables import (
     _plan,
     _run_names,
     arrow,
+    cell_legend,
     load_metric_info,
     load_results,
     summary_table,
+    timing_table,
 )
 
 IMAGE_TYPES = {
@@ -125,7 +128,7 @@ def to_html(summary: pd.DataFrame, metric_info: MetricInfoLike, decimals: int | 
     return "".join(out)
 
 
-def _runs_html(dirs: Sequence[Path], names: Sequence[str]) -> str:
+def _runs_html(dirs: Sequence[Path], names: Sequence[str], plan: PoolPlan | None = None) -> str:
     out = ["<h2>Runs</h2>\n"]
     for run_dir, name in zip(dirs, names, strict=True):
         v, config = read_versions(run_dir), read_config(run_dir)
@@ -146,7 +149,8 @@ def _runs_html(dirs: Sequence[Path], names: Sequence[str]) -> str:
         if config:
             text = json.dumps(config, indent=2, default=str)
             out.append(f"<details><summary>config.json</summary><pre>{_e(text)}</pre></details>\n")
-    return "".join(out)
+    note = plan.note() if plan is not None else ""
+    return "".join(out) + (f'<p class="note">{_e(note)}</p>\n' if note else "")
 
 
 def _failed_html(df: pd.DataFrame) -> str:
@@ -168,11 +172,11 @@ def _per_item(seconds: float, items: float) -> str:
     return f"{seconds / items:.2f}" if items else NAN_TEXT
 
 
-def _timing_html(dirs: Sequence[Path]) -> str:
-    timing = pd.concat([read_timing(d) for d in dirs], ignore_index=True)
-    if timing.empty:
+def _timing_html(dirs: Sequence[Path], names: Sequence[str], pooled: bool) -> str:
+    total = timing_table(dirs, names, pooled)
+    if total.empty:
         return ""
-    total = timing.groupby(["method", "transform"], sort=False)[["items", "seconds"]].sum().reset_index()
+    timing = total
     rows = [
         [r.method, r.transform, f"{r.items:g}", f"{r.seconds:.1f}", _per_item(r.seconds, r.items)]
         for r in total.itertuples(index=False)
@@ -283,21 +287,24 @@ def render_html(
     metric_info: MetricInfoLike | None = None,
     title: str = "Benchmark report",
     max_figure_bytes: int | None = MAX_FIGURE_BYTES,
+    pool: bool = False,
+    force: bool = False,
 ) -> str:
     """The whole report as one HTML document (see :func:`write_html`)."""
     dirs = _as_dirs(run_dirs)
-    figures, left_out = choose_figures(figures, dirs, max_figure_bytes)
+    names = _run_names(dirs)
     df = load_results(dirs)
-    summary = summary_table(df) if summary is None else summary
+    plan = plan_pooling(dirs, names, pool=pool, force=force, repeated_rows=repeated_rows(df))
+    figures, left_out = choose_figures(figures, dirs, max_figure_bytes)
+    summary = summary_table(df, pool=plan.pooled) if summary is None else summary
     metric_info = load_metric_info(dirs) if metric_info is None else metric_info
     body = (
         f"<h1>{_e(title)}</h1>\n"
-        + _runs_html(dirs, _run_names(dirs))
-        + "<h2>Results</h2>\n<p>Each cell: mean ± sample std over ok rows (items × seeds); best per column in "
-        + f"bold; {NAN_TEXT} = no value.</p>\n"
+        + _runs_html(dirs, names, plan)
+        + f"<h2>Results</h2>\n<p>{_e(cell_legend(summary, len(dirs) if plan.pooled else 1))}</p>\n"
         + _results_html(summary, metric_info)
         + _failed_html(df)
-        + _timing_html(dirs)
+        + _timing_html(dirs, names, plan.pooled)
         + _figures_html(figures, left_out)
     )
     return (
@@ -316,6 +323,8 @@ def write_html(
     metric_info: MetricInfoLike | None = None,
     title: str = "Benchmark report",
     max_figure_bytes: int | None = MAX_FIGURE_BYTES,
+    pool: bool = False,
+    force: bool = False,
 ) -> Path:
     """Write one self-contained HTML report that opens offline.
 
@@ -330,6 +339,8 @@ def write_html(
         max_figure_bytes: Embed figures up to this many bytes in all (base64 adds a third); beyond it
             only the identity and the largest transforms' grids and edit figures are embedded, and the
             page names the figures left out (see :func:`choose_figures`). None embeds every figure.
+        pool: Merge several runs into one cell (as :func:`reports.build.write_report`); default: kept apart.
+        force: With ``pool``, pool runs whose settings differ.
 
     Returns:
         ``out_path`` as a Path.
@@ -339,5 +350,5 @@ def write_html(
         ValueError: If a figure is missing or of a type that cannot be embedded.
     """
     text = render_html(run_dirs, figures, summary=summary, metric_info=metric_info, title=title,
-                       max_figure_bytes=max_figure_bytes)
+                       max_figure_bytes=max_figure_bytes, pool=pool, force=force)
     return write_atomic(out_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -1,8 +1,10 @@
 """Summary tables from run directories: pandas, CSV, Markdown and LaTeX (the report folder: ``reports.build``).
 
-Cells are ``mean ± std`` over the ``ok`` rows of one (method, transform, metric): items × seeds (× runs
-when several run directories are merged). ``std`` is the sample standard deviation (ddof=1), so a cell
-with one row has no std. Failed rows are counted (``n_failed``), never averaged.
+Cells are ``mean ± std`` over the ``ok`` rows of one (method, transform, metric): items × seeds. Several run
+directories are kept apart (a ``run`` column; table rows ``METHOD [RUN]``) unless pooled (``pool=True``, see
+``reports.pooling``), when a cell holds the rows of every run. ``std`` is the sample standard deviation
+(ddof=1), so a cell with one row has no std. Failed rows are counted (``n_failed``), never averaged. The best
+cell of a column is marked only where it is compared with another value.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from reports.rundir import (
     check_run_dir,
     read_metrics,
     read_results,
+    read_timing,
     run_name,
     write_atomic,
 )
@@ -99,17 +102,20 @@ def load_results(run_dirs: Sequence[str | Path] | str | Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def summary_table(df: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
-    """Mean, std, n and n_failed per (method, transform, metric).
+def summary_table(df: pd.DataFrame, metrics: Sequence[str] | None = None, *, pool: bool = False) -> pd.DataFrame:
+    """Mean, std, n and n_failed per (method, transform, metric), and per run unless pooled.
 
     Args:
         df: Long results as from :func:`load_results` (needs the ``results.csv`` columns).
         metrics: Metrics to keep, in this order; default: all, in order of first appearance.
+        pool: Merge the rows of several runs into one cell. Without it, a ``df`` whose ``run`` column holds
+            more than one run gets one summary row per run (check settings first: ``reports.pooling``).
 
     Returns:
-        Tidy DataFrame with columns ``method, transform, metric, mean, std, n, n_failed``. ``method``,
-        ``transform`` and ``metric`` are ordered categoricals (order of first appearance in ``df``, i.e.
-        run order); rows sorted by metric, method, transform. ``n`` counts ok rows with a value.
+        Tidy DataFrame with columns ``method, transform, metric, mean, std, n, n_failed``, preceded by
+        ``run`` when several runs are kept apart. ``run``, ``method``, ``transform`` and ``metric`` are
+        ordered categoricals (order of first appearance in ``df``, i.e. run order); rows sorted by metric,
+        method, run, transform. ``n`` counts ok rows with a value.
     """
     missing = [c for c in RESULT_COLUMNS if c not in df.columns]
     if missing:
@@ -126,21 +132,59 @@ def summary_table(df: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.
         "method": list(pd.unique(df["method"])),
         "transform": list(pd.unique(df["transform"])),
     }
+    by_run = not pool and "run" in df.columns and df["run"].nunique() > 1
+    if by_run:
+        keys = {"metric": keys["metric"], "method": keys["method"], "run": list(pd.unique(df["run"])),
+                "transform": keys["transform"]}
     work = pd.DataFrame({k: pd.Categorical(df[k], categories=cats, ordered=True) for k, cats in keys.items()})
     work["value"] = df["value"].where(ok).to_numpy(dtype="float64")
     work["failed"] = (~ok).to_numpy()
-    grouped = work.groupby(["metric", "method", "transform"], observed=True, sort=True)
+    grouped = work.groupby(list(keys), observed=True, sort=True)
     out = grouped.agg(
         mean=("value", "mean"), std=("value", "std"), n=("value", "count"), n_failed=("failed", "sum")
     ).reset_index()
     out["n"] = out["n"].astype("int64")
     out["n_failed"] = out["n_failed"].astype("int64")
-    return out[list(SUMMARY_COLUMNS)]
+    return out[_columns(out)]
+
+
+def _columns(summary: pd.DataFrame) -> list[str]:
+    return (["run"] if "run" in summary.columns else []) + list(SUMMARY_COLUMNS)
+
+
+def row_labels(summary: pd.DataFrame) -> pd.Series:
+    """Each summary row's label in tables and figure legends: the method, or ``METHOD [RUN]`` per run."""
+    if "run" not in summary.columns:
+        return summary["method"].astype(str)
+    return summary["method"].astype(str) + " [" + summary["run"].astype(str) + "]"
+
+
+def row_order(summary: pd.DataFrame) -> list[str]:
+    """The table rows in order: methods in run order, each followed by its runs when they are kept apart."""
+    methods = [str(m) for m in _categories(summary["method"])]
+    if "run" not in summary.columns:
+        return methods
+    present = set(row_labels(summary))
+    runs = [str(r) for r in _categories(summary["run"])]
+    return [label for m in methods for r in runs if (label := f"{m} [{r}]") in present]
+
+
+def timing_table(dirs: Sequence[Path], names: Sequence[str], pooled: bool) -> pd.DataFrame:
+    """Items and seconds per (method, transform), summed over the runs when pooled, else per ``METHOD [RUN]``."""
+    frames = []
+    for run_dir, name in zip(dirs, names, strict=True):
+        timing = read_timing(run_dir)
+        if len(dirs) > 1 and not pooled:
+            timing = timing.assign(method=timing["method"].astype(str) + f" [{name}]")
+        frames.append(timing)
+    timing = pd.concat(frames, ignore_index=True)
+    return timing.groupby(["method", "transform"], sort=False)[["items", "seconds"]].sum().reset_index()
 
 
 def write_csv(summary: pd.DataFrame, path: str | Path) -> Path:
-    """Write the summary as tidy numeric CSV (``method, transform, metric, mean, std, n, n_failed``)."""
-    text = summary[list(SUMMARY_COLUMNS)].astype({"method": str, "transform": str, "metric": str}).to_csv(index=False)
+    """Write the summary as tidy numeric CSV (``[run,] method, transform, metric, mean, std, n, n_failed``)."""
+    text_columns = {c: str for c in ("run", "method", "transform", "metric") if c in summary.columns}
+    text = summary[_columns(summary)].astype(text_columns).to_csv(index=False)
     return _write_text(Path(path), text)
 
 
@@ -167,11 +211,12 @@ def _format(value: float, decimals: int) -> str:
 
 
 def _grid(summary: pd.DataFrame, metric: str, higher_is_better: bool, decimals: int | None) -> _Grid:
-    methods = [str(m) for m in _categories(summary["method"])]
+    """The metric's cells; a column's best is bold only where the column has two values or more."""
+    methods = row_order(summary)
     transforms = [str(t) for t in _categories(summary["transform"])]
     rows = summary[summary["metric"].astype(str) == metric]
     index = pd.MultiIndex.from_product([methods, transforms])
-    stats = rows.set_index([rows["method"].astype(str), rows["transform"].astype(str)])[["mean", "std"]]
+    stats = rows.set_index([row_labels(rows), rows["transform"].astype(str)])[["mean", "std"]]
     stats = stats.reindex(index)
     means = stats["mean"].to_numpy(dtype="float64").reshape(len(methods), len(transforms))
     stds = stats["std"].to_numpy(dtype="float64").reshape(len(methods), len(transforms))
@@ -179,7 +224,8 @@ def _grid(summary: pd.DataFrame, metric: str, higher_is_better: bool, decimals: 
     # Ties are judged at the printed precision: equal-looking numbers are marked alike.
     shown = np.round(means, dec)
     best = np.nanmax(shown, axis=0, initial=-np.inf) if higher_is_better else np.nanmin(shown, axis=0, initial=np.inf)
-    bold = (shown == best[None, :]) & ~np.isnan(shown)
+    compared = (~np.isnan(shown)).sum(axis=0) >= 2
+    bold = (shown == best[None, :]) & ~np.isnan(shown) & compared[None, :]
     cells = [
         [NAN_TEXT if math.isnan(m) else f"{_format(m, dec)} ± {_format(s, dec)}" for m, s in zip(mr, sr, strict=True)]
         for mr, sr in zip(means, stds, strict=True)
@@ -219,8 +265,17 @@ def _failure_note(summary: pd.DataFrame, metric: str) -> str:
     rows = summary[(summary["metric"].astype(str) == metric) & (summary["n_failed"] > 0)]
     if rows.empty:
         return ""
-    parts = [f"{r.method} / {r.transform}: {r.n_failed} failed, {r.n} ok" for r in rows.itertuples()]
+    parts = [f"{label} / {r.transform}: {r.n_failed} failed, {r.n} ok"
+             for label, r in zip(row_labels(rows), rows.itertuples(), strict=True)]
     return "Failed rows excluded: " + "; ".join(parts) + ".\n\n"
+
+
+def cell_legend(summary: pd.DataFrame, pooled_runs: int = 1) -> str:
+    """The sentence under "Results" saying what a cell is and when a cell is bold."""
+    over = "items × seeds" + (f" × {pooled_runs} pooled runs" if pooled_runs > 1 else "")
+    apart = " Runs are kept apart: rows read METHOD [RUN]." if "run" in summary.columns else ""
+    return (f"Each cell: mean ± sample std over ok rows ({over}); the best value of a column is bold where the "
+            f"column compares two values or more (with one method nothing is bold); {NAN_TEXT} = no value.{apart}")
 
 
 def _md_escape(text: str) -> str:

@@ -25,7 +25,9 @@ def test_transform_figure_and_pdf_twins(tiny_generator_path, tmp_path, monkeypat
 
 
 def test_family_curves_use_magnitudes_from_transforms_csv(tiny_generator_path, tmp_path, monkeypatch):
-    from reports.figures import family_curves, transform_magnitudes
+    from reports.figures import transform_magnitudes
+    from reports.plots import _panels, metric_families, metric_figure, transform_axis
+    from reports.rundir import read_metrics
     from reports.tables import load_results, summary_table
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
@@ -41,5 +43,11 @@ def test_family_curves_use_magnitudes_from_transforms_csv(tiny_generator_path, t
     assert mags["scale:0.75"] == ("scale", 0.75)
     assert "rotate:10+scale:1.1" not in mags  # compositions belong to no single family
     summary = summary_table(load_results([out]))
-    png = family_curves(summary, mags, "psnr", tmp_path / "f.png", True)
+    axis = transform_axis([out])
+    assert axis.resolution == 32 and axis.protocol is None and axis.protocol_scale is None
+    labels = [str(t) for t in summary["transform"].cat.categories]
+    assert _panels(labels, axis) == ["categorical"]  # the composition has no family: categories, points only
+    assert _panels([t for t in labels if "+" not in t], axis) == ["translation", "rotation", "scale"]
+    (family,) = metric_families(list(read_metrics(out).values()))
+    png = metric_figure(summary, family[1], axis, tmp_path / "f.png")
     assert png is not None and png.is_file() and (tmp_path / "f.pdf").is_file()
