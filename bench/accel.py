@@ -33,7 +33,7 @@ import torch
 
 from bench.choices import PRECISION_CHOICES, PRECISIONS  # torch-free, so that the CLI starts fast
 
-AUTO_BATCH_CAP = 256
+AUTO_BATCH_CAP = 2048  # a 64 px world fits a whole protocol column set (550 units) in one batch
 CPU_AUTO_BATCH = 8
 MEMORY_FRACTION = 0.8
 PROBE_BATCHES = (2, 6)

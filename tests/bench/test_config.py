@@ -170,11 +170,12 @@ def test_check_names_accepts_valid_config():
 
 def test_run_store_accepts_the_same_config_after_a_json_round_trip(tmp_path):
     cfg = resolve(RunConfig(transforms=("rotate:20",), metrics=("psnr",)), device_type="cpu").to_dict()
-    store = RunStore(tmp_path / "r")
-    store.check_config(cfg)  # nothing stored yet
-    store.write_json("config.json", cfg)
-    RunStore(tmp_path / "r").check_config(cfg)  # tuples in memory, lists on disk: still the same run
-    RunStore(tmp_path / "r").check_config(cfg | {"run_dir": "elsewhere"})  # the folder may move
+    with RunStore(tmp_path / "r") as store:
+        store.check_config(cfg)  # nothing stored yet
+        store.write_json("config.json", cfg)
+    with RunStore(tmp_path / "r") as store:
+        store.check_config(cfg)  # tuples in memory, lists on disk: still the same run
+        store.check_config(cfg | {"run_dir": "elsewhere"})  # the folder may move
 
 
 def test_run_store_names_the_differing_keys(tmp_path):
@@ -183,5 +184,6 @@ def test_run_store_names_the_differing_keys(tmp_path):
     store.write_json("config.json", cfg)
     with pytest.raises(ValueError) as err:
         store.check_config(cfg | {"seed": 1, "transforms": ("scale:2",)})
+    store.close()
     text = str(err.value)
     assert "['seed', 'transforms']" in text and str(tmp_path / "r") in text and "--run-dir" in text
