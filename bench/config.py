@@ -18,6 +18,7 @@ from typing import Any
 import tomllib
 
 from bench.choices import PRECISION_CHOICES
+from bench.dataspec import check_data_options, stated_count
 
 PROFILES = {
     # steps cap per method and default number of items; None keeps each method's published default
@@ -193,9 +194,11 @@ def resolve(config: RunConfig, *, device_type: str) -> RunConfig:
         raise ValueError(f"--steps must be >= 0, got {config.steps}")
     if config.n is not None and config.n < 1:
         raise ValueError(f"--n must be >= 1, got {config.n}")
+    check_data_options(config, RunConfig())
     n = config.n if config.n is not None else PROFILES[profile]["n"]
-    if config.n is None and (config.data or "").startswith("set:"):
-        n = None  # a made set is run whole unless --n says otherwise (its records are item x transform)
+    decided, count = stated_count(config.data)
+    if config.n is None and decided:
+        n = count  # the spec says how many (procfaces:100, folder:D:50); a made set is run whole
     return replace(config, profile=profile, n=n)
 
 

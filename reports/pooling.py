@@ -69,6 +69,8 @@ def setting_differences(run_dirs: Sequence[str | Path], names: Sequence[str]) ->
     keys = list(dict.fromkeys(k for s in settings for k in s))
     lines = []
     for key in keys:
+        if key.startswith("method_settings.") and not all(key in s for s in settings):
+            continue  # a method that only some runs have shares no cell with the others
         values = [s.get(key, "not recorded") for s in settings]
         if any(v != values[0] for v in values[1:]):
             shown = ", ".join(f"{n} {_show(v)}" for n, v in zip(names, values, strict=True))

@@ -331,9 +331,9 @@ class SetSource(Source):
                 if not (self.path / sub / f"{row['file']}.png").is_file():
                     raise ValueError(f"set {str(self.path)!r}: {sub}/{row['file']}.png is missing (id {row['id']!r})")
         ids = select_subset(list(self._rows), n, seed, on_error, f"set:{self.path}")
-        super().__init__(
-            "set", f"{len(ids)} of {len(self._rows)} items of set {self.path}", ids, seed=seed, on_error=on_error
-        )
+        found = len(self._rows)
+        text = f"{len(ids)} of {found} items of set {self.path} ({found} found, {len(ids)} used, none skipped)"
+        super().__init__("set", text, ids, seed=seed, on_error=on_error)
         self.resolution, self.meta = resolution, meta
 
     def _load(self, item_id: str) -> Item:

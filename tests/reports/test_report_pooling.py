@@ -112,3 +112,14 @@ def test_cli_report_pool_and_force(two_runs, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     result = runner.invoke(main, ["report", str(a), "--force"])
     assert result.exit_code == 2 and "--force goes with --pool" in result.output
+
+
+def test_method_settings_compare_only_methods_both_runs_have(two_runs) -> None:
+    a, b = two_runs
+    settings = {"im2s": {"params": {"steps": 20, "lr": 0.01}, "batch_size": 8, "precision": "fp32"}}
+    _set_config(a, method_settings=settings)
+    _set_config(b, method_settings={**settings, "w": {"params": {"steps": 5}},
+                                    "im2s": {**settings["im2s"], "batch_size": 2}})
+    assert setting_differences([a, b], ["run_a", "run_b"]) == []  # w only in run_b; batch size never counts
+    _set_config(b, method_settings={"im2s": {**settings["im2s"], "params": {"steps": 300, "lr": 0.01}}})
+    assert setting_differences([a, b], ["run_a", "run_b"]) == ["method_settings.im2s.params.steps: run_a 20, run_b 300"]
