@@ -46,14 +46,20 @@ class Unit:
 
 
 def score(metrics: Sequence[Metric], pred: torch.Tensor, target: torch.Tensor,
-          mask: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Every available metric, whole image and valid region: name -> (N,) on the CPU."""
+          mask: torch.Tensor, failures: dict[str, list[str | None]] | None = None) -> dict[str, torch.Tensor]:
+    """Every available metric, whole image and valid region: name -> (N,) on the CPU.
+
+    ``failures``, when given, receives per metric name the per-image reasons of metrics that can fail on
+    single images (``Metric.item_failures``, e.g. no face detected for ``identity``).
+    """
     out = {}
     with torch.no_grad():
         for m in metrics:
             if m.available:
-                out[m.info.name] = m(pred, target).float().cpu()
-                out[m.info.name + MASKED_SUFFIX] = m(pred, target, mask=mask).float().cpu()
+                for name, kwargs in ((m.info.name, {}), (m.info.name + MASKED_SUFFIX, {"mask": mask})):
+                    out[name] = m(pred, target, **kwargs).float().cpu()
+                    if failures is not None and any(m.item_failures()):
+                        failures[name] = m.item_failures()
     return out
 
 
@@ -135,11 +141,14 @@ def run_batch(prep: Prepared, store: RunStore, method: Method, units: Sequence[U
     ok = torch.tensor([f is None for f in failed], device=targets.device)
     # failed items are scored on a finite stand-in (their values are then recorded as NaN), so that a
     # NaN reconstruction cannot make the metrics reject the whole batch
-    scores = score(prep.metrics, torch.where(ok[:, None, None, None], inv.images, targets), targets, masks)
+    metric_failed: dict[str, list[str | None]] = {}
+    scores = score(prep.metrics, torch.where(ok[:, None, None, None], inv.images, targets), targets, masks,
+                   metric_failed)
     edited, consistency = _edit_scores(prep, store, method, units, inv, masks, ok, scores)
     per_unit = [{name: values[i] for name, values in scores.items()} | consistency.get(i, {})
                 for i in range(len(units))]
-    return _record(prep, store, method, units, inv, targets, failed, per_unit, edited, seeds, seconds, sample_ids)
+    return _record(prep, store, method, units, inv, targets, failed, per_unit, edited, seeds, seconds, sample_ids,
+                   metric_failed)
 
 
 def _edit_scores(prep, store, method, units, inv, masks, ok, scores) -> tuple[dict, dict[int, dict]]:
@@ -195,15 +204,21 @@ def aligned_inversion(prep: Prepared, store: RunStore, method: Method, items: li
 
 
 def _record(prep, store, method, units, inv, targets, failed, per_unit, edited, seeds, seconds,
-            sample_ids) -> BatchRecord:
-    """Save latents and samples of the batch and gather its rows (nothing is committed here)."""
+            sample_ids, metric_failed=None) -> BatchRecord:
+    """Save latents and samples of the batch and gather its rows (nothing is committed here).
+
+    ``metric_failed``: per metric, per unit, why that metric has no value for an otherwise ok unit (a row of
+    that metric alone is then failed with the reason, e.g. ``failed: identity: no face detected ...``).
+    """
     record = BatchRecord([u.key(method.name) for u in units])
     for i, (u, seed) in enumerate(zip(units, seeds, strict=True)):
         status = "ok" if failed[i] is None else f"failed: {failed[i]}"
         for name, value in per_unit[i].items():
+            why = (metric_failed or {}).get(name, [None] * len(units))[i] if status == "ok" else None
+            row_status = status if why is None else f"failed: {name}: {why}"
             record.results.append({"item": u.item.id, "method": method.name, "transform": u.label, "seed": seed,
-                                   "metric": name, "value": float(value) if status == "ok" else float("nan"),
-                                   "status": status})
+                                   "metric": name, "value": float(value) if row_status == "ok" else float("nan"),
+                                   "status": row_status})
         if prep.config.save_latents:
             store.save_latents(method.name, safe_name(u.label), u.item.id, {k: v[i] for k, v in inv.latents.items()})
         if u.item.id in sample_ids and status == "ok":

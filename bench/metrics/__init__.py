@@ -1,4 +1,4 @@
-"""Reconstruction metrics (MSE, PSNR, SSIM, LPIPS) behind a registry.
+"""Reconstruction metrics (MSE, PSNR, SSIM, LPIPS, face identity) behind a registry.
 
 Importing this package registers every metric. Build them with ``build_metrics(names, device=...)``;
 list them with ``list_metrics()``.
@@ -18,6 +18,7 @@ from bench.metrics.base import (
     list_metrics,
     register_metric,
 )
+from bench.metrics.identity import IDENTITY_INFO, IdentityMetric
 from bench.metrics.lpips_metric import (
     BACKBONE_FILES,
     LPIPS_RESOLUTION,
@@ -31,6 +32,8 @@ from bench.metrics.pixel import PSNR_MSE_FLOOR, SSIM_WINDOW, MSEMetric, PSNRMetr
 __all__ = [
     "BACKBONE_FILES",
     "DEFAULT_METRICS",
+    "IDENTITY_INFO",
+    "IdentityMetric",
     "LPIPS_NETS",
     "LPIPS_RESOLUTION",
     "LPIPSDistance",

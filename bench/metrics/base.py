@@ -162,6 +162,15 @@ class Metric(abc.ABC):
             values = self._compute(pred.clamp(-1, 1), target.clamp(-1, 1), fmask)
         return values.to(device=pred.device, dtype=torch.float32)
 
+    def item_failures(self) -> list[str | None]:
+        """Per image of the last call: why it got no value (NaN), or None where it was scored.
+
+        Empty for metrics that score every valid image (the default). A metric that can fail on single
+        images (e.g. ``identity``, when no face is detected) overrides it, so that the runner records those
+        items as failed rows with the reason instead of dropping them.
+        """
+        return []
+
     @abc.abstractmethod
     def _compute(self, pred: torch.Tensor, target: torch.Tensor,
                  mask: torch.Tensor | None) -> torch.Tensor:
