@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from bench.data.images import list_image_files
+from bench.data.images import from_uint8, list_image_files
+from bench.data.sources import FolderSource, Item, item_seed
 
 CSV_NAME = "alignment.csv"
 FIRST_COLUMNS = ("file", "output", "status", "reason", "width", "height", "faces", "det_score", "box_left",
@@ -136,3 +137,54 @@ def describe(summary: AlignSummary) -> str:
     if summary.unreadable:
         text += f"; {len(summary.unreadable)} unreadable: {names(summary.unreadable)}"
     return text + f"  (crop parameters: {summary.csv_path})"
+
+
+class AlignedFolderSource(FolderSource):
+    """``folder:PATH,align=1``: each photo FFHQ-aligned on the fly to the run's resolution.
+
+    Photos without a detected face are reported through ``on_error`` and skipped like unreadable files (a
+    subset of N is drawn from the photos that align); the description names and counts them. Each item's
+    ``meta["align"]`` holds its crop (the ``alignment.csv`` fields).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        """Same arguments as ``FolderSource``; fails at once when the faces extra is missing."""
+        from bench.faces import faces_unavailable_reason
+
+        reason = faces_unavailable_reason()
+        if reason:
+            raise ValueError(f"folder:...,align=1: {reason}")
+        super().__init__(*args, **kwargs)
+        self._no_face: list[str] = []
+
+    def _load(self, item_id: str) -> Item | None:
+        path = self._files[item_id]
+        name = path.name if path.parent == Path(self.where) else str(path)
+        try:
+            image = read_rgb(path)
+        except Exception as exc:  # see align_folder
+            self.on_error(f"{path}: {type(exc).__name__}: {exc}")
+            self._skipped.append(name)
+            return None
+        aligned, row = align_row(image, self.resolution, 4096)
+        if aligned is None:
+            self.on_error(f"{path}: {row['reason']}; skipped")
+            self._no_face.append(name)
+            return None
+        tensor = from_uint8(aligned.copy()).permute(2, 0, 1).contiguous()
+        return Item(id=item_id, image=tensor, seed=item_seed(self.seed, item_id),
+                    meta={"path": str(path), "align": row})
+
+    @property
+    def description(self) -> str:
+        """The folder's description plus the alignment: how many had no face, named."""
+        text = FolderSource.description.fget(self)
+        if self._items is None:
+            return text + ", FFHQ-aligned on the fly"
+        missing = "" if not self._no_face else ": " + ", ".join(self._no_face[:10]) + (
+            f" and {len(self._no_face) - 10} more" if len(self._no_face) > 10 else "")
+        return text + f", FFHQ-aligned on the fly ({len(self._no_face)} skipped without a detected face{missing})"
+
+    @description.setter
+    def description(self, value: str) -> None:  # set by Source.__init__
+        pass

@@ -209,8 +209,9 @@ def open_source(
 ) -> Source:
     """Open a data source from a spec string.
 
-    Specs: ``synthetic:N`` (N generator samples; needs ``generator``), ``folder:PATH`` (any image folder,
-    recursive), ``celebahq:PATH[,split=FILE]`` (CelebA-HQ folder, optionally restricted to a split list:
+    Specs: ``synthetic:N`` (N generator samples; needs ``generator``), ``folder:PATH[,align=1]`` (any image
+    folder, recursive; ``align=1`` FFHQ-aligns each face photo on the fly, needs the faces extra),
+    ``celebahq:PATH[,split=FILE]`` (CelebA-HQ folder, optionally restricted to a split list:
     one file name or index per line), ``lsun:PATH`` (LSUN LMDB directory, or a folder), ``set:PATH`` (a
     set written by ``write_set``), and any kind added with ``register_source``. A ``:N`` suffix keeps a
     seeded random subset of N items (``numpy.random.default_rng(seed)``, kept in id order so the subset is
@@ -365,8 +366,19 @@ def folder_subset(kind: str, files: dict[str, Path], spec: str, *, resolution: i
 def _folder_factory(
     arg: str, *, resolution: int, n: int | None, seed: int, generator: Any, on_error: ErrorHandler
 ) -> Source:
-    return folder_subset("folder", list_image_files(arg, "folder"), f"folder:{arg}", resolution=resolution, n=n,
-                         seed=seed, on_error=on_error, where=arg)
+    """``folder:PATH[,align=1]``; ``align=1`` FFHQ-aligns each photo on the fly (``bench.align``, faces extra)."""
+    from bench.data.readers import _split_options
+
+    path, options = _split_options(arg, {"align"}, "folder")
+    if options.get("align", "0") not in ("0", "1"):
+        raise ValueError(f"folder: align={options['align']!r}; expected align=1 or align=0")
+    if options.get("align") == "1":
+        from bench.align import AlignedFolderSource
+
+        return AlignedFolderSource("folder", list_image_files(path, "folder"), resolution=resolution, seed=seed,
+                                   on_error=on_error, where=path, n=n)
+    return folder_subset("folder", list_image_files(path, "folder"), f"folder:{arg}", resolution=resolution, n=n,
+                         seed=seed, on_error=on_error, where=path)
 
 
 def _lazy_factory(module: str, attr: str) -> SourceFactory:
