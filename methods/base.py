@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import math
 import typing
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -126,8 +128,52 @@ def check_targets(x: torch.Tensor, resolution: int) -> None:
         raise ValueError(f"targets must lie in [-1, 1], got range [{lo:.3f}, {hi:.3f}]")
 
 
+NO_PERCEPTUAL = "none"
+"""Pass ``perceptual="none"`` (or ``None``) to :meth:`Method.invert` to run without a perceptual term on purpose."""
+_NOT_GIVEN = object()
+
+
+class PerceptualDroppedWarning(UserWarning):
+    """``invert`` was called without a perceptual distance, so the loss's perceptual term is dropped."""
+
+
+def _guard_perceptual(invert: Any) -> Any:
+    """Wrap a subclass's ``invert`` so that leaving ``perceptual`` out is never silent.
+
+    Omitting it while the method's ``perceptual_weight`` is above zero warns (:class:`PerceptualDroppedWarning`);
+    ``perceptual="none"`` or ``perceptual=None`` says that the term is dropped on purpose; any other text raises.
+    """
+
+    @functools.wraps(invert)
+    def guarded(self: Method, *args: Any, perceptual: Any = _NOT_GIVEN, **kwargs: Any) -> Inversion:
+        weight = getattr(self.params, "perceptual_weight", 0.0) or 0.0
+        if perceptual is _NOT_GIVEN:
+            if weight > 0:
+                warnings.warn(f"{self.name}.invert: no perceptual distance given, so its perceptual term (weight "
+                              f"{weight:g}) is dropped from the loss; pass perceptual=... or perceptual='none'",
+                              PerceptualDroppedWarning, stacklevel=2)
+            perceptual = None
+        elif isinstance(perceptual, str):
+            if perceptual != NO_PERCEPTUAL:
+                raise ValueError(f"{self.name}.invert: perceptual={perceptual!r}: expected a perceptual distance, "
+                                 f"None or {NO_PERCEPTUAL!r}")
+            perceptual = None
+        return invert(self, *args, perceptual=perceptual, **kwargs)
+
+    return guarded
+
+
 class Method(ABC):
-    """Base class of inversion methods. Subclasses define ``Params`` (a dataclass) and the three verbs."""
+    """Base class of inversion methods. Subclasses define ``Params`` (a dataclass) and the three verbs.
+
+    A subclass's ``invert`` is wrapped so that a call without ``perceptual`` warns when the method has a
+    perceptual term (:func:`_guard_perceptual`): pass the distance, or ``perceptual="none"`` to drop it on purpose.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "invert" in cls.__dict__ and not getattr(cls.__dict__["invert"], "__isabstractmethod__", False):
+            cls.invert = _guard_perceptual(cls.__dict__["invert"])
 
     @dataclass(frozen=True)
     class Params:
@@ -141,8 +187,12 @@ class Method(ABC):
 
     @abstractmethod
     def invert(self, targets: torch.Tensor, generator: GeneratorLike, *, seeds: Sequence[int],
-               perceptual: PerceptualLike | None = None) -> Inversion:
-        """Invert a batch (N, 3, R, R) in [-1, 1]; ``seeds`` has one seed per image."""
+               perceptual: PerceptualLike | str | None = None) -> Inversion:
+        """Invert a batch (N, 3, R, R) in [-1, 1]; ``seeds`` has one seed per image.
+
+        ``perceptual``: the distance of the loss's perceptual term; ``None`` or ``"none"`` drops the term on
+        purpose, and leaving it out warns (:class:`PerceptualDroppedWarning`) when the method has one.
+        """
 
     def render(self, inversion: Inversion, generator: GeneratorLike) -> torch.Tensor:
         """Re-render the inversion's latents to (N, 3, R, R) images (not clamped).
