@@ -31,14 +31,22 @@ def transforms() -> str:
 
 
 def metrics() -> str:
-    """Registered metrics with direction and description."""
-    from bench.metrics import list_metrics
+    """Registered metrics: direction, whether a default run records it, availability here, description."""
+    import bench.world.perceptual as world  # registers attrnet-lpips, the world runs' perceptual metric
+    from bench.metrics import DEFAULT_METRICS, build_metrics, list_metrics
 
-    lines = []
+    lines = [f"{'name':<13}    {'default':<9} {'here':<11}  description"]
     for m in list_metrics():
         arrow = "↑" if m.higher_is_better else "↓"
-        lines.append(f"{m.name:<11} {arrow}  {m.description}")
-    lines.append("Each metric is also recorded on the transform's valid region as NAME@valid.")
+        default = "all runs" if m.name in DEFAULT_METRICS else "world" if m.name == world.NAME else "-"
+        built = build_metrics([m.name], device="cpu")[0]
+        here = "available" if built.available else "missing"
+        lines.append(f"{m.name:<13} {arrow}  {default:<9} {here:<11}  {m.description}")
+        if not built.available:
+            lines.append(f"{'':<13}    {'':<9} {'':<11}  missing: {built.reason}")
+    lines.append("default: recorded by every run (all runs), or by runs on the embedded world (world); here: whether "
+                 "its weights were found on this machine (a missing metric is reported as unavailable, never "
+                 "computed). Each metric is also recorded on the transform's valid region as NAME@valid.")
     return "\n".join(lines)
 
 
