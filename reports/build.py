@@ -71,6 +71,18 @@ def run_settings_line(run_dir: Path) -> str:
                      for k in SETTING_KEYS if k in config)
 
 
+def method_settings_lines(run_dir: Path) -> list[str]:
+    """Per method, what it actually ran with (``config.json``'s ``method_settings``): steps first."""
+    lines = []
+    for name, entry in (read_config(run_dir).get("method_settings") or {}).items():
+        params = dict(entry.get("params") or {})
+        steps = params.pop("steps", None)
+        rest = ", ".join(f"{k} {_one_line(v)}" for k, v in params.items())
+        lines.append(f"{name}: steps {steps}, {rest}; precision {_one_line(entry.get('precision'))}, "
+                     f"batch {_one_line(entry.get('batch_size'))}")
+    return lines
+
+
 def _runs_section(dirs: Sequence[Path], names: Sequence[str], plan: PoolPlan | None = None) -> str:
     out = ["## Runs\n\n"]
     for run_dir, name in zip(dirs, names, strict=True):
@@ -83,6 +95,7 @@ def _runs_section(dirs: Sequence[Path], names: Sequence[str], plan: PoolPlan | N
             f"  - perceptual: {_one_line(v.get('perceptual'))}\n"
             + (f"  - data: {_one_line(v.get('data'))}\n" if v.get("data") else "")
             + (f"  - settings: {settings}\n" if settings else "")
+            + "".join(f"  - {_md_escape(line)}\n" for line in method_settings_lines(run_dir))
         )
     note = plan.note() if plan is not None else ""
     return "".join(out) + "\n" + (f"{_md_escape(note)}\n\n" if note else "")

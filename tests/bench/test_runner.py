@@ -424,3 +424,10 @@ def test_auto_batch_size_probes_each_method_once(tiny_generator_path, tmp_path, 
     assert any("batch size for im2s: 2 (fake probe)" in m for m in logs)
     timing = pd.read_csv(out / "timing.csv")
     assert sorted(timing["items"].tolist()) == [1, 1, 1, 1, 2, 2, 2, 2]  # 3 items in batches of 2 + 1
+
+
+def test_report_header_shows_what_each_method_ran_with(contract_run):
+    from reports.build import method_settings_lines
+
+    lines = method_settings_lines(contract_run)
+    assert len(lines) == 1 and lines[0].startswith("im2s: steps 3, lr 0.01") and "precision fp32, batch 2" in lines[0]
