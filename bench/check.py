@@ -280,7 +280,9 @@ def _config_diff(baseline: Baseline, run_dir: str | Path) -> list[str]:
     old, new = baseline.how.get("config"), read_config(run_dir)
     if not isinstance(old, dict) or not new:
         return []
-    return sorted(k for k in set(old) | set(new) if k != "run_dir" and old.get(k) != new.get(k))
+    # method_settings follow from the rest (and baselines older than it lack the key)
+    return sorted(k for k in set(old) | set(new)
+                  if k not in ("run_dir", "method_settings") and old.get(k) != new.get(k))
 
 
 def compare(run_dir: str | Path, baseline: Baseline) -> CheckResult:
