@@ -19,11 +19,13 @@ AdaIN-ed map gives back the normalised map wherever the AdaIN scale is positive,
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from bench.generators.stylegan2 import ChannelsDict
 
 LRELU_SLOPE = 0.2
 FUSED_MIN_RES = 128  # genforce / NVIDIA fused_scale='auto'
@@ -35,7 +37,7 @@ def stylegan1_channels(resolution: int, fmaps_base: int = 8192, fmaps_max: int =
 
 
 @dataclass(frozen=True)
-class StyleGAN1Config:
+class StyleGAN1Config(ChannelsDict):
     """Architecture of a StyleGAN v1 generator.
 
     Attributes:
@@ -73,18 +75,6 @@ class StyleGAN1Config:
         if missing:
             raise ValueError(f"channels has no entry for resolutions {missing}: {self.channels}")
 
-    def to_dict(self) -> dict:
-        """JSON-ready dict (channel keys as strings)."""
-        d = asdict(self)
-        d["channels"] = {str(k): v for k, v in self.channels.items()}
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> StyleGAN1Config:
-        """Inverse of :meth:`to_dict`."""
-        d = dict(d)
-        d["channels"] = {int(k): int(v) for k, v in d["channels"].items()}
-        return cls(**d)
 
 
 class ScaledDense(nn.Module):

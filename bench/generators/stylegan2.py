@@ -40,8 +40,25 @@ def rosinality_channels(resolution: int, channel_multiplier: int = 2) -> dict[in
     return {r: c for r, c in table.items() if r <= resolution}
 
 
+class ChannelsDict:
+    """``to_dict`` / ``from_dict`` of a generator configuration dataclass with a ``channels`` {res: n} field."""
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (channel keys as strings)."""
+        d = asdict(self)
+        d["channels"] = {str(k): v for k, v in self.channels.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        """Inverse of :meth:`to_dict`."""
+        d = dict(d)
+        d["channels"] = {int(k): int(v) for k, v in d["channels"].items()}
+        return cls(**d)
+
+
 @dataclass(frozen=True)
-class GeneratorConfig:
+class GeneratorConfig(ChannelsDict):
     """Architecture of a StyleGAN2 generator.
 
     Attributes:
@@ -75,18 +92,6 @@ class GeneratorConfig:
         if missing:
             raise ValueError(f"channels has no entry for resolutions {missing}: {self.channels}")
 
-    def to_dict(self) -> dict:
-        """JSON-ready dict (channel keys as strings)."""
-        d = asdict(self)
-        d["channels"] = {str(k): v for k, v in self.channels.items()}
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> GeneratorConfig:
-        """Inverse of :meth:`to_dict`."""
-        d = dict(d)
-        d["channels"] = {int(k): int(v) for k, v in d["channels"].items()}
-        return cls(**d)
 
 
 class StyleGAN2Generator(nn.Module):

@@ -10,15 +10,7 @@ from bench.encoders import encoder_format, load_encoder
 from bench.encoders.basecode import save_encoder
 from methods.fwplus import BaseCodeEncoder, encoder_input
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Small convolutions on a shared 2-core machine: with 2 OpenMP threads, a preempted thread stalls the
-    # other at every barrier (measured 28 s vs 1.8 s for the same F/W+ runs); one thread is steadier.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py says why
 
 
 def smooth_images(n: int, side: int, seed: int) -> torch.Tensor:

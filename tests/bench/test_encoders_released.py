@@ -17,12 +17,7 @@ from tests.bench.released_fixtures import FIXTURES, expected, fixture, max_abs_d
 TOL = 1e-4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py says why
 
 
 # ------------------------------------------------------------------------------------------------ BDInvert

@@ -20,12 +20,7 @@ TINY = ("--iterations", "2", "--batch", "2", "--perceptual", "none", "--device",
 WIDTH = {"fwplus8": "4", "fwplus16": "2", "idinvert": "4", "psp": "2"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py says why
 
 
 def invoke(*args):

@@ -13,15 +13,7 @@ from methods.fwplus import BaseCodeEncoder
 from methods.pnorm import compute_pnorm_stats
 from tests.conftest import BlurPerceptual, make_tiny_generator
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Small convolutions on a shared 2-core machine: with 2 OpenMP threads, a preempted thread stalls the
-    # other at every barrier (measured 28 s vs 1.8 s for the same F/W+ runs); one thread is steadier.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py says why
 
 
 FIRST_WS = {8: 2, 16: 4}  # M = 2*log2(s) - 4

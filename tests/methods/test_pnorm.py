@@ -8,15 +8,7 @@ from methods import build_method, get_preset
 from methods.pnorm import PNormStats, compute_pnorm_stats, pnorm_stats_for
 from tests.conftest import BlurPerceptual, make_tiny_generator
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Small convolutions on a shared 2-core machine: with 2 OpenMP threads, a preempted thread stalls the
-    # other at every barrier (measured 28 s vs 1.8 s for the same F/W+ runs); one thread is steadier.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py says why
 
 
 N_STATS = 20_000
