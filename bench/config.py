@@ -37,6 +37,8 @@ class RunConfig:
         protocol: a named transform protocol (e.g. ``bdinvert-table1``), added before ``transforms``.
         include_identity: also run the untransformed images, as the baseline row of every table.
         fill: border fill of the transforms: reflection, zeros (black) or border.
+        resample: how image sources are warped: bilinear, bicubic or lanczos3 (band-limited). Procedural
+            faces are rendered transformed instead (no resampling); ``transforms.csv`` records which ran.
         generator: generator checkpoint; None = the embedded default world.
         data: image source spec (``synthetic:N``, ``folder:PATH``, ``celebahq:PATH``, ``lsun:PATH``,
             ``set:PATH``, ``procfaces:N``); None = the default world's held-out faces.
@@ -67,6 +69,7 @@ class RunConfig:
     protocol: str | None = None
     include_identity: bool = True
     fill: str = "reflection"
+    resample: str = "bilinear"
     generator: str | None = None
     data: str | None = None
     n: int | None = None

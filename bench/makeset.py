@@ -17,7 +17,7 @@ from bench.data.sets import SetRecord, safe_name, write_set
 from bench.dataspec import stated_count
 from bench.prepare import Prepared, prepare
 from bench.results import versions
-from transforms import apply_transform
+from bench.targets import make_targets
 from transforms import sample_params as sample_transform
 
 
@@ -64,10 +64,11 @@ def make_set(config: RunConfig, out_dir: Path, log: Callable[[str], None] = prin
         for k in range(0, len(prep.items), batch):
             chunk = prep.items[k : k + batch]
             params = [sample_transform(spec, seed=it.seed, resolution=res, fill=prep.config.fill) for it in chunk]
-            out = apply_transform(torch.stack([it.image for it in chunk]), params)
+            out = make_targets(chunk, params, resample=prep.config.resample)
             for i, (it, p) in enumerate(zip(chunk, params, strict=True)):
+                how = {"source_item": it.id, "target": out.made[i], "hf_ratio": round(float(out.hf_ratio[i]), 4)}
                 records.append(SetRecord(id=f"{safe_name(it.id)}__{safe_name(spec.label)}", image=out.image[i],
-                                         mask=out.mask[i], transform={**p.to_dict(), "source_item": it.id}))
+                                         mask=out.mask[i], transform={**p.to_dict(), **how}))
     info = {"config": prep.config.to_dict(), **versions(torch.device("cpu"), **prep.descriptions)}
     write_set(out_dir, records, info=info)
     return len(records)

@@ -34,6 +34,7 @@ from transforms import (
     expand_protocol,
     parse_transforms,
 )
+from transforms.geometric import RESAMPLE_MODES
 
 
 def resolve_device(name: str) -> torch.device:
@@ -83,6 +84,8 @@ def check_names(config: RunConfig) -> None:
         expand_protocol(config.protocol, REFERENCE_RESOLUTION)
     if config.fill not in FILL_MODES:
         raise ValueError(f"--fill {config.fill!r}: expected one of {', '.join(FILL_MODES)}")
+    if config.resample not in RESAMPLE_MODES:
+        raise ValueError(f"--resample {config.resample!r}: expected one of {', '.join(RESAMPLE_MODES)}")
     if config.perceptual not in PERCEPTUAL_CHOICES:
         raise ValueError(f"--perceptual {config.perceptual!r}: expected one of {', '.join(PERCEPTUAL_CHOICES)}")
     method_params(config)

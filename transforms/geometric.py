@@ -22,6 +22,9 @@ from torch import nn
 from transforms.spec import Op, TransformSpec, parse_transforms
 
 FILL_MODES = ("reflection", "zeros", "border")
+# How a warp samples its source: bilinear (what every peer does; a low-pass at sub-pixel offsets), bicubic,
+# or a band-limited Lanczos-3 window (``transforms.resample``).
+RESAMPLE_MODES = ("bilinear", "bicubic", "lanczos3")
 # A bilinear sample of an all-ones image padded with zeros stays >= this only when all four neighbours
 # are inside the source, i.e. the inverse-mapped location lies within [0, W-1] x [0, H-1] (to ~1e-3 px).
 MASK_THRESHOLD = 0.999
@@ -226,22 +229,43 @@ def _check_params(params: Sequence[TransformParams], n: int | None, side: int | 
             raise ValueError(f"params[{i}] ({p.label!r}) is for resolution {p.resolution}, images are {side}")
 
 
-def _warp(images: torch.Tensor, matrices: torch.Tensor, fill: str) -> torch.Tensor:
+def _warp(images: torch.Tensor, matrices: torch.Tensor, fill: str, resample: str = "bilinear") -> torch.Tensor:
     size = (images.shape[-2], images.shape[-1])
+    if resample == "lanczos3":
+        from transforms.resample import warp_lanczos
+
+        return warp_lanczos(images, _full(matrices), fill, a=3)
     if fill == "zeros":
         # "zeros" means black: pad (x + 1) with 0, so the fill is -1 in [-1, 1] space (0 would be grey).
-        return warp_affine(images + 1.0, matrices, size, padding_mode="zeros", align_corners=True) - 1.0
-    return warp_affine(images, matrices, size, padding_mode=fill, align_corners=True)
+        return warp_affine(images + 1.0, matrices, size, mode=resample, padding_mode="zeros", align_corners=True) - 1.0
+    return warp_affine(images, matrices, size, mode=resample, padding_mode=fill, align_corners=True)
 
 
-def apply_transform(images: torch.Tensor, params: Sequence[TransformParams]) -> TransformResult:
-    """Warp each image with its parameters (bilinear), returning image, validity mask and matrix.
+def _full(affine: torch.Tensor) -> torch.Tensor:
+    """(N, 2, 3) -> (N, 3, 3) with the row (0, 0, 1)."""
+    last = torch.tensor([0.0, 0.0, 1.0], dtype=affine.dtype, device=affine.device).expand(affine.shape[0], 1, 3)
+    return torch.cat([affine, last], dim=1)
+
+
+def check_resample(resample: str) -> str:
+    """Return ``resample`` if it names a mode in :data:`RESAMPLE_MODES`, else raise ``ValueError``."""
+    if resample not in RESAMPLE_MODES:
+        raise ValueError(f"unknown resampling {resample!r}; valid modes are {', '.join(RESAMPLE_MODES)}")
+    return resample
+
+
+def apply_transform(images: torch.Tensor, params: Sequence[TransformParams],
+                    resample: str = "bilinear") -> TransformResult:
+    """Warp each image with its parameters, returning image, validity mask and matrix.
 
     Args:
         images: (N, C, H, W) float images in [-1, 1] (tolerance 1e-3), H == W.
         params: N parameters with ``resolution == H``, e.g. from :func:`sample_params`. Border fill per item:
             ``"reflection"`` mirrors the image about the edge pixels, ``"border"`` repeats the edge pixels,
             ``"zeros"`` fills with black (-1, not 0, which would be mid grey in [-1, 1]).
+        resample: one of :data:`RESAMPLE_MODES`: ``"bilinear"`` (default), ``"bicubic"``, or
+            ``"lanczos3"`` (band-limited: keeps most of the fine detail a bilinear warp blurs away; the
+            window widens under minification). The mask does not depend on it.
 
     Returns:
         :class:`TransformResult` with ``image`` (N, C, H, W) clamped to [-1, 1] in the input dtype,
@@ -251,16 +275,17 @@ def apply_transform(images: torch.Tensor, params: Sequence[TransformParams]) -> 
     """
     _check_images(images)
     _check_params(params, images.shape[0], images.shape[-1])
+    check_resample(resample)
     matrices = torch.tensor([p.matrix for p in params], dtype=torch.float64)
     affine = matrices[:, :2, :].to(device=images.device, dtype=images.dtype)
     fills = sorted({p.fill for p in params})
     if len(fills) == 1:
-        out = _warp(images, affine, fills[0])
+        out = _warp(images, affine, fills[0], resample)
     else:  # kornia takes one padding mode per call
         out = torch.empty_like(images)
         for fill in fills:
             idx = torch.tensor([i for i, p in enumerate(params) if p.fill == fill], device=images.device)
-            out[idx] = _warp(images[idx], affine[idx], fill)
+            out[idx] = _warp(images[idx], affine[idx], fill, resample)
     ones = torch.ones_like(images[:, :1])
     coverage = warp_affine(ones, affine, tuple(images.shape[-2:]), padding_mode="zeros", align_corners=True)
     mask = (coverage >= MASK_THRESHOLD).to(torch.float32)
@@ -276,6 +301,7 @@ class GeometricTransform(nn.Module):
         seeds: One non-negative seed per batch item.
         resolution: Image side in pixels.
         fill: Border fill, one of :data:`FILL_MODES`.
+        resample: Sampling, one of :data:`RESAMPLE_MODES` (see :func:`apply_transform`).
 
     Example:
         >>> t = GeometricTransform("rotate:+-20", seeds=[0, 1], resolution=8)
@@ -290,8 +316,10 @@ class GeometricTransform(nn.Module):
         *,
         resolution: int,
         fill: str = "reflection",
+        resample: str = "bilinear",
     ) -> None:
         super().__init__()
+        self.resample = check_resample(resample)
         if isinstance(spec, str):
             parsed = parse_transforms(spec)
             if len(parsed) != 1:
@@ -306,22 +334,23 @@ class GeometricTransform(nn.Module):
         )
 
     @classmethod
-    def from_params(cls, params: Sequence[TransformParams]) -> GeometricTransform:
+    def from_params(cls, params: Sequence[TransformParams], resample: str = "bilinear") -> GeometricTransform:
         """Build the module from already drawn parameters (e.g. read back from a results table)."""
         _check_params(params, None, None)
         module = cls.__new__(cls)
         nn.Module.__init__(module)
         module.params = tuple(params)
+        module.resample = check_resample(resample)
         return module
 
     def inverse(self) -> GeometricTransform:
         """The module applying :func:`invert_params` of every item."""
-        return GeometricTransform.from_params([invert_params(p) for p in self.params])
+        return GeometricTransform.from_params([invert_params(p) for p in self.params], self.resample)
 
     def forward(self, images: torch.Tensor) -> TransformResult:
         """Apply the stored parameters; see :func:`apply_transform` for shapes and ranges."""
-        return apply_transform(images, self.params)
+        return apply_transform(images, self.params, self.resample)
 
     def extra_repr(self) -> str:
         """Labels of the stored items."""
-        return f"items={len(self.params)}, labels={[p.label for p in self.params]}"
+        return f"items={len(self.params)}, labels={[p.label for p in self.params]}, resample={self.resample!r}"

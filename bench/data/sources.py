@@ -40,6 +40,17 @@ __all__ = [
 ErrorHandler = Callable[[str], None]
 
 
+class DirectRender(Protocol):
+    """Renders items of one procedural source under affine transforms, without resampling.
+
+    Called with items that share this renderer, their (N, 3, 3) source-to-destination pixel matrices (the
+    ``TransformParams.matrix`` convention) and the border fill; returns (N, 3, R, R) float32 in [-1, 1]
+    on the CPU. Renderers of one source compare equal, so the runner can render a batch in one call.
+    """
+
+    def __call__(self, items: Sequence[Item], matrices: torch.Tensor, fill: str) -> torch.Tensor: ...
+
+
 @dataclass(frozen=True, eq=False)
 class Item:
     """One target image and what is known about it.
@@ -54,6 +65,9 @@ class Item:
         mask: For items read from a made set, the (1, R, R) validity mask in [0, 1].
         transform: For items read from a made set, the transform parameters recorded with it.
         meta: Free-form provenance, e.g. ``{"path": "..."}``.
+        render: For procedural sources, the source's exact renderer of transformed targets (see
+            :class:`DirectRender`): the runner then renders each transformed target directly instead of
+            warping ``image``, so it carries no resampling blur. None for every other source.
     """
 
     id: str
@@ -63,6 +77,7 @@ class Item:
     mask: torch.Tensor | None = None
     transform: dict | None = None
     meta: dict = field(default_factory=dict)
+    render: DirectRender | None = None
 
     def __post_init__(self) -> None:
         img = self.image

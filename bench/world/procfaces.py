@@ -190,6 +190,42 @@ def render(params: FaceParams, resolution: int = 64, supersample: int = DEFAULT_
     return out
 
 
+def render_transformed(params: FaceParams, matrices: Tensor, resolution: int = 64, fill: str = "reflection",
+                       supersample: int = DEFAULT_SUPERSAMPLE) -> Tensor:
+    """Render faces under affine transforms directly in the renderer's coordinates: no resampling blur.
+
+    Each render sample is mapped back through its image's inverse transform into the aligned face frame and
+    the face is evaluated there, so edges stay as sharp as in an aligned render (anti-aliased over one
+    sample at the output resolution) instead of being low-passed by a bilinear warp. With the identity
+    matrix the result equals :func:`render` up to float rounding.
+
+    Args:
+        params: N faces.
+        matrices: (N, 3, 3) affine maps from aligned (source) pixel to transformed (destination) pixel, pixel
+            centres at integers: the ``TransformParams.matrix`` convention of ``transforms``.
+        resolution: output side R in pixels (>= 16); the matrices are for this resolution.
+        fill: what lies outside the aligned frame, as in ``transforms.apply_transform``: ``"reflection"``
+            (mirrored about the frame edges), ``"border"`` (the edge extended), ``"zeros"`` (black).
+        supersample: samples per pixel side (>= 1), box-filtered.
+
+    Returns:
+        (N, 3, R, R) float32 RGB in [-1, 1].
+    """
+    _check_params(params)
+    if not isinstance(resolution, int) or resolution < 16:
+        raise ValueError(f"render_transformed: resolution must be an int >= 16, got {resolution!r}")
+    matrices = torch.as_tensor(matrices, dtype=torch.float64)
+    if matrices.shape != (len(params), 3, 3):
+        raise ValueError(f"render_transformed: matrices must be ({len(params)}, 3, 3), got {tuple(matrices.shape)}")
+    inverse = torch.linalg.inv(matrices)
+    out = torch.empty(len(params), 3, resolution, resolution)
+    with torch.no_grad():
+        for start in range(0, len(params), _CHUNK):
+            stop = start + _CHUNK
+            out[start:stop] = _render_chunk(params[start:stop], resolution, supersample, inverse[start:stop], fill)
+    return out
+
+
 def render_faces(n: int, seed: int | torch.Generator, resolution: int = 64) -> tuple[Tensor, Tensor]:
     """Sample and render ``n`` faces: images (n, 3, R, R) in [-1, 1] and labels (n, len(ATTRIBUTES))."""
     params = sample_params(n, seed)
@@ -203,17 +239,36 @@ def render_faces(n: int, seed: int | torch.Generator, resolution: int = 64) -> t
 
 @dataclass(frozen=True)
 class _Grid:
-    u: Tensor  # (N or 1, 1, W) x of sample centres, in units
-    v: Tensor  # (N or 1, H, 1) y of sample centres
-    px: float  # sample spacing in units: coverage ramps over one sample
+    """Face coordinates of the render samples.
+
+    Aligned renders use a separable grid (``u`` (N, 1, W), ``v`` (N, H, 1), ``px`` a float) and paint each
+    feature only in its window. Transformed renders (:func:`render_transformed`) give every sample its own
+    face coordinates (``u``, ``v`` (N, H, W)), ``px`` (N, 1, 1) in units per sample, and windows are the
+    whole canvas, because a rotated feature's region is not a rectangle of the canvas.
+    """
+
+    u: Tensor  # x of sample centres in face units (jitter applied)
+    v: Tensor  # y of sample centres
+    px: float | Tensor  # sample spacing in units: coverage ramps over one sample
     sy: slice  # window position in the canvas
     sx: slice
+    tex: tuple[Tensor, Tensor] | None = None  # transformed renders: (rows, cols) output-pixel index per sample
+    ss: int = 1
 
     def window(self, x0: float, x1: float, y0: float, y1: float) -> _Grid:
+        if self.tex is not None:
+            return self
         size = self.u.shape[-1]
         sx = slice(max(0, int(x0 / self.px)), min(size, math.ceil(x1 / self.px)))
         sy = slice(max(0, int(y0 / self.px)), min(size, math.ceil(y1 / self.px)))
-        return _Grid(self.u[:, :, sx], self.v[:, sy, :], self.px, sy, sx)
+        return _Grid(self.u[:, :, sx], self.v[:, sy, :], self.px, sy, sx, None, self.ss)
+
+    def texture_index(self) -> tuple[Tensor, Tensor]:
+        """Output-pixel (row, col) of each sample in the aligned frame: the fine skin texture's lattice."""
+        if self.tex is not None:
+            return self.tex
+        rows, cols = torch.arange(self.sy.start, self.sy.stop), torch.arange(self.sx.start, self.sx.stop)
+        return rows // self.ss, cols // self.ss
 
 
 def _paint(canvas: Tensor, g: _Grid, color: Tensor, alpha: Tensor) -> None:
@@ -284,29 +339,95 @@ def _smooth_basis(size: int, cells: int) -> Tensor:
 
 
 def _field_at(seed: Tensor, rows: Tensor, cols: Tensor, salt: int) -> Tensor:
-    """Noise-field values (N, len(rows), len(cols)) at integer coordinates, offset per image by its seed."""
+    """Noise-field values at integer coordinates, offset per image by its seed.
+
+    1-D ``rows``, ``cols``: the (N, len(rows), len(cols)) lattice; (N, H, W) ``rows``, ``cols``: one value per entry.
+    """
+    if rows.dim() == 3:
+        off = (seed // _FIELD**salt).view(-1, 1, 1)
+        oy, ox = (off // _FIELD) % _FIELD, off % _FIELD
+        return _noise_field()[(rows + oy) % _FIELD, (cols + ox) % _FIELD]
     off = (seed // _FIELD**salt).view(-1, 1)
     oy, ox = (off // _FIELD) % _FIELD, off % _FIELD
     return _noise_field()[((rows + oy) % _FIELD)[:, :, None], ((cols + ox) % _FIELD)[:, None, :]]
 
 
-def _render_chunk(p: FaceParams, res: int, ss: int) -> Tensor:
+def _render_chunk(p: FaceParams, res: int, ss: int, inverse: Tensor | None = None, fill: str = "reflection") -> Tensor:
     size, n = res * ss, len(p)
     px = UNITS / size
-    axis = (torch.arange(size, dtype=torch.float32) + 0.5) * px
     shift = (p.jitter - 0.5).view(n, 2, 1, 1)
     full = slice(None)
-    g = _Grid(axis.view(1, 1, size) - shift[:, 0], axis.view(1, size, 1) - shift[:, 1], px, full, full)
-    canvas = _background(p, axis.view(1, 1, size, 1), size)
-    _paint_body(canvas, p, g, ss)
+    if inverse is None:
+        axis = (torch.arange(size, dtype=torch.float32) + 0.5) * px
+        g = _Grid(axis.view(1, 1, size) - shift[:, 0], axis.view(1, size, 1) - shift[:, 1], px, full, full, None, ss)
+        canvas = _background(p, axis.view(1, 1, size, 1), size)
+        outside = None
+    else:
+        x, y, spacing, outside = _source_units(inverse, res, ss, fill)
+        tex = ((y * (res / UNITS)).long().clamp_(0, res - 1), (x * (res / UNITS)).long().clamp_(0, res - 1))
+        g = _Grid(x - shift[:, 0], y - shift[:, 1], spacing, full, full, tex, ss)
+        canvas = _background_at(p, x, y)
+    _paint_body(canvas, p, g)
     _paint_age(canvas, p, g)  # before the hair, which may cover the forehead
     _paint_hair(canvas, p, g.window(8, 56, 9, 46))
     _paint_eyes(canvas, p, g.window(14, 50, 20, 32))
     _paint_mouth(canvas, p, g.window(22, 42, 33, 51))
     _paint_glasses(canvas, p, g.window(9, 55, 22, 34))
+    if outside is not None:  # "zeros": black where the sample's source lies outside the frame
+        canvas.masked_fill_(outside.unsqueeze(1), 0.0)
     if ss > 1:
         canvas = F.avg_pool2d(canvas, ss)
     return canvas.mul_(2.0).sub_(1.0).clamp_(-1.0, 1.0)
+
+
+def _source_units(inverse: Tensor, res: int, ss: int, fill: str) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """Face-frame units (x, y) (N, S, S) of each render sample of a transformed image, S = res * ss.
+
+    ``inverse`` (N, 3, 3) maps destination pixels to source pixels (pixel centres at integers). Samples whose
+    source lies outside the frame [0, 64]^2 are mirrored at its edges ("reflection"), clamped to them
+    ("border"), or returned in ``outside`` to be painted black ("zeros"). Also returns the source sample
+    spacing in units, (N, 1, 1): the anti-aliasing ramp follows the transform's scale.
+    """
+    size = res * ss
+    dest = (torch.arange(size, dtype=torch.float64) + 0.5) / ss - 0.5
+    a = inverse.to(torch.float64)
+    col, row = dest.view(1, 1, size), dest.view(1, size, 1)
+    xs = a[:, 0, 0, None, None] * col + a[:, 0, 1, None, None] * row + a[:, 0, 2, None, None]
+    ys = a[:, 1, 0, None, None] * col + a[:, 1, 1, None, None] * row + a[:, 1, 2, None, None]
+    x, y = ((xs + 0.5) * (UNITS / res)).float(), ((ys + 0.5) * (UNITS / res)).float()
+    outside = None
+    if fill == "reflection":
+        x, y = _mirror(x), _mirror(y)
+    elif fill == "border":
+        x, y = x.clamp(0.0, UNITS), y.clamp(0.0, UNITS)
+    elif fill == "zeros":
+        outside = (x < 0) | (x > UNITS) | (y < 0) | (y > UNITS)
+    else:
+        raise ValueError(f"render_transformed: unknown fill {fill!r}; use reflection, border or zeros")
+    det = (a[:, 0, 0] * a[:, 1, 1] - a[:, 0, 1] * a[:, 1, 0]).abs().sqrt().float()
+    return x, y, (UNITS / size) * det.view(-1, 1, 1), outside
+
+
+def _mirror(t: Tensor) -> Tensor:
+    """Reflect coordinates into [0, UNITS] about the frame edges (period 2 * UNITS)."""
+    t = torch.remainder(t, 2 * UNITS)
+    return torch.where(t > UNITS, 2 * UNITS - t, t)
+
+
+def _background_at(p: FaceParams, x: Tensor, y: Tensor) -> Tensor:
+    """The background of :func:`_background` evaluated at per-sample frame units x, y (N, S, S)."""
+    tone = p.background_tone
+    base = _hsv_to_rgb(0.75 * p.background_hue, 0.2 + 0.4 * tone[:, 0], 0.45 + 0.45 * tone[:, 1])
+    lattice = _field_at(p.texture_seed, torch.arange(6) * 37, torch.arange(6) * 53, salt=2)
+    ay, ax = _smooth_weights(y / UNITS, 6), _smooth_weights(x / UNITS, 6)
+    noise = torch.einsum("nhwi,nij,nhwj->nhw", ay, lattice, ax).unsqueeze(1)
+    return _c(base) * (1.12 - 0.3 * y.unsqueeze(1) / UNITS + 0.3 * (noise - 0.5))
+
+
+def _smooth_weights(t: Tensor, cells: int) -> Tensor:
+    """Row-normalised Gaussian lattice weights at positions ``t`` in [0, 1]: (..., cells); see ``_smooth_basis``."""
+    a = torch.exp(-(((t.unsqueeze(-1) * (cells - 1) - torch.arange(cells)) / 0.6) ** 2))
+    return a / a.sum(-1, keepdim=True)
 
 
 def _background(p: FaceParams, v: Tensor, size: int) -> Tensor:
@@ -318,7 +439,7 @@ def _background(p: FaceParams, v: Tensor, size: int) -> Tensor:
     return _c(base) * (1.12 - 0.3 * v / UNITS + 0.3 * (noise - 0.5))
 
 
-def _paint_body(canvas: Tensor, p: FaceParams, g: _Grid, ss: int) -> None:
+def _paint_body(canvas: Tensor, p: FaceParams, g: _Grid) -> None:
     """Back hair, shoulders, neck, ears and the shaded, textured face ellipse."""
     rx, skin, style = _c(14.0 + 4.5 * p.face_width), _skin(p), _c(p.hair_style)
     w = g.window(4, 60, 9, 60)
@@ -341,7 +462,7 @@ def _paint_body(canvas: Tensor, p: FaceParams, g: _Grid, ss: int) -> None:
     face_d = _ellipse(w.u, w.v, 32, 32.5, rx * taper, 20.5)
     nz = (1 - nx * nx - ny * ny).clamp_(0.05, 1).sqrt_()
     lx, ly = _c(1.2 - 2.4 * p.light[:, 0]), _c(1.2 - 2.4 * p.light[:, 1])
-    rows, cols = (torch.arange(w.sy.start, w.sy.stop) // ss), (torch.arange(w.sx.start, w.sx.stop) // ss)
+    rows, cols = w.texture_index()
     tex = _field_at(p.texture_seed, rows, cols, salt=0)  # one value per output pixel: fine skin texture
     shade = 0.68 + 0.32 * nz - 0.22 * (lx * nx + ly * ny) + 0.07 * (tex - 0.5)
     _paint(canvas, w, skin * shade.unsqueeze(1), _cov(face_d, w.px))

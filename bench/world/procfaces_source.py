@@ -16,6 +16,7 @@ from bench.world.procfaces import (
     face_seed,
     labels,
     render,
+    render_transformed,
     sample_params,
 )
 
@@ -59,7 +60,13 @@ class ProcFacesSource:
             for k, (i, s) in enumerate(zip(chunk, seeds, strict=True)):
                 meta = {"face_seed": s, "hair_style": HAIR_STYLES[int(params.hair_style[k])],
                         "labels": dict(zip(ATTRIBUTES, labs[k], strict=True))}
-                yield Item(id=_face_id(i), image=images[k].clone(), seed=item_seed(self.seed, _face_id(i)), meta=meta)
+                yield Item(id=_face_id(i), image=images[k].clone(), seed=item_seed(self.seed, _face_id(i)), meta=meta,
+                           render=self.render_transformed)
+
+    def render_transformed(self, items, matrices, fill: str):
+        """Render these faces under ``matrices`` in the renderer's coordinates (``bench.data.DirectRender``)."""
+        params = FaceParams.cat([sample_params(1, it.meta["face_seed"]) for it in items])
+        return render_transformed(params, matrices.detach().cpu().double(), self.resolution, fill)
 
 
 def _face_id(index: int) -> str:
