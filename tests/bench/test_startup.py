@@ -1,15 +1,34 @@
-"""Start-up: the CLI module and the package import neither torch nor the models (``bench --help`` is instant)."""
+"""Start-up: ``bench --help``, ``bench ls`` and option errors import neither torch nor the models.
+
+The light paths read ``bench.registry_snapshot`` (methods, aliases, metrics) and probe metric files without
+torch; the tests below check that the snapshot equals the live registries and that the probes give the same
+availability as building the metrics, so the fast answers cannot drift from the real ones.
+"""
 
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 HEAVY = ("torch", "kornia", "lpips", "pandas", "matplotlib", "methods", "transforms")
+TORCH = ("torch", "kornia", "lpips", "torchvision")
 
 
 def _loaded_after(statement: str) -> set[str]:
     code = f"import sys; {statement}; print(' '.join(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return set(out.split())
+
+
+def _invoke_fresh(args: list[str]) -> tuple[int, str, set[str]]:
+    """Run ``bench ARGS`` through click in a fresh interpreter: exit code, output, modules loaded."""
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom bench.cli import main\n"
+            f"r = CliRunner().invoke(main, {args!r})\n"
+            "print(r.exit_code); print(' '.join(sorted(sys.modules))); print(r.output)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    code_line, modules, output = out.split("\n", 2)
+    return int(code_line), output, set(modules.split())
 
 
 def test_importing_the_cli_loads_no_heavy_module():
@@ -22,6 +41,24 @@ def test_importing_bench_loads_no_heavy_module():
     assert not [m for m in HEAVY if m in loaded]
 
 
+def test_importing_the_leaf_packages_loads_no_torch():
+    loaded = _loaded_after("import methods, transforms; transforms.GRAMMAR; transforms.parse_transforms('rotate:5')")
+    assert not [m for m in TORCH if m in loaded]
+
+
+def test_lazy_package_names_are_the_real_ones():
+    import methods
+    import methods.base
+    import transforms
+    import transforms.geometric
+
+    assert methods.build_method is methods.base.build_method
+    assert transforms.apply_transform is transforms.geometric.apply_transform
+    assert set(methods.__all__) <= set(dir(methods)) and set(transforms.__all__) <= set(dir(transforms))
+    with pytest.raises(AttributeError):
+        transforms.nosuch  # noqa: B018
+
+
 def test_help_and_option_errors_answer_without_torch():
     code = ("import sys\nfrom click.testing import CliRunner\nfrom bench.cli import main\n"
             "r = CliRunner()\nassert r.invoke(main, ['--help']).exit_code == 0\n"
@@ -29,3 +66,64 @@ def test_help_and_option_errors_answer_without_torch():
             "assert r.invoke(main, ['ls', 'config']).exit_code == 0\n"
             "assert 'torch' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("what, expect", [("methods", "fwplus16"), ("transforms", "rotate:DEG"),
+                                          ("protocols", "bdinvert-table1"), ("metrics", "lpips-alex")])
+def test_ls_answers_without_torch(what, expect):
+    code, output, loaded = _invoke_fresh(["ls", what])
+    assert code == 0 and expect in output
+    assert not [m for m in TORCH if m in loaded], f"bench ls {what} imported torch"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--methods", "im2,w"], "unknown method 'im2'. Did you mean 'im2s'?"),
+    (["run", "--methods", "nosuch", "--dry-run"], "unknown method 'nosuch'"),
+    (["run", "--transform", "rotate:abc"], "bad transform spec 'rotate:abc'"),
+    (["run", "--protocol", "bdinvert-tabel1"], "did you mean 'bdinvert-table1'?"),
+    (["run", "--data", "set:somewhere", "--transform", "rotate:5"], "cannot apply to --data set:somewhere"),
+    (["make-set", "out", "--transform", "scale:0"], "bad transform spec 'scale:0'"),
+    (["speed", "--methods", "fwplus9"], "unknown method 'fwplus9'"),
+    (["speed", "--steps", "5"], "expected LO,HI"),
+])
+def test_option_errors_answer_without_torch(args, message):
+    code, output, loaded = _invoke_fresh(args)
+    assert code == 1 and message in output
+    assert not [m for m in TORCH if m in loaded], f"bench {' '.join(args)} imported torch"
+
+
+def test_registry_snapshot_equals_the_live_registries():
+    from bench.choices import REFRESH, live_registry, snapshot
+
+    assert snapshot() == live_registry(), f"bench/registry_snapshot.py is stale: run {REFRESH}"
+
+
+@pytest.mark.parametrize("names", ["nosuch", "im2", "fwplus", "fwplus,fwplus8,w", " w , im2s ", ",", "idinvert,psp"])
+def test_fast_method_names_match_the_registry(names):
+    from bench import choices
+    from methods import expand_method_names
+
+    try:
+        expected = expand_method_names(names)
+    except ValueError as err:
+        with pytest.raises(ValueError) as got:
+            choices.expand_method_names(names)
+        assert str(got.value) == str(err)
+    else:
+        assert choices.expand_method_names(names) == expected
+
+
+@pytest.mark.parametrize("torch_home", ["default", "empty"])
+def test_metric_availability_without_torch_matches_building_them(torch_home, tmp_path, monkeypatch):
+    from bench.choices import snapshot
+    from bench.listing import metric_availability, torch_hub_dir
+    from bench.metrics import build_metrics
+
+    if torch_home == "empty":
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    import torch
+
+    assert torch_hub_dir() == Path(torch.hub.get_dir())
+    for name in snapshot()["metrics"]:
+        built = build_metrics([name], device="cpu")[0]
+        assert metric_availability(name) == (built.available, built.reason or ""), name
