@@ -23,9 +23,11 @@ from reports.tables import (
     _plan,
     _run_names,
     _write_text,
+    add_settings,
     cell_legend,
     load_metric_info,
     load_results,
+    method_settings,
     summary_table,
     timing_table,
     to_latex,
@@ -73,14 +75,7 @@ def run_settings_line(run_dir: Path) -> str:
 
 def method_settings_lines(run_dir: Path) -> list[str]:
     """Per method, what it actually ran with (``config.json``'s ``method_settings``): steps first."""
-    lines = []
-    for name, entry in (read_config(run_dir).get("method_settings") or {}).items():
-        params = dict(entry.get("params") or {})
-        steps = params.pop("steps", None)
-        rest = ", ".join(f"{k} {_one_line(v)}" for k, v in params.items())
-        lines.append(f"{name}: steps {steps}, {rest}; precision {_one_line(entry.get('precision'))}, "
-                     f"batch {_one_line(entry.get('batch_size'))}")
-    return lines
+    return [f"{name}: {line}" for name, line in method_settings(run_dir).items()]
 
 
 def _runs_section(dirs: Sequence[Path], names: Sequence[str], plan: PoolPlan | None = None) -> str:
@@ -192,7 +187,7 @@ def write_report(run_dirs: Sequence[str | Path] | str | Path, out_dir: str | Pat
     plan = plan_pooling(dirs, names, pool=pool, force=force, repeated_rows=repeated_rows(df))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summary = summary_table(df, pool=plan.pooled)
+    summary = add_settings(summary_table(df, pool=plan.pooled), dirs, names)  # captions name each row's settings
     paths = {"table.csv": write_csv(summary, out / "table.csv")}
     for run_dir, name in zip(dirs, names, strict=True):
         file_name = "transforms.png" if len(dirs) == 1 else f"transforms_{figures.safe_label(name)}.png"

@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from reports.build import run_settings_line
 from reports.figures import safe_label, transform_magnitudes
 from reports.pooling import PoolPlan, plan_pooling, repeated_rows
 from reports.rundir import read_config, read_versions, write_atomic
@@ -28,10 +29,13 @@ from reports.tables import (
     _grid,
     _plan,
     _run_names,
+    add_settings,
     arrow,
     cell_legend,
     load_metric_info,
     load_results,
+    method_settings,
+    settings_caption,
     summary_table,
     timing_table,
 )
@@ -119,6 +123,10 @@ def to_html(summary: pd.DataFrame, metric_info: MetricInfoLike, decimals: int | 
         note = _failure_note(summary, info.name).strip()
         if note:
             out.append(f'<p class="note">{_e(note)}</p>\n')
+        caption = settings_caption(summary, info.name)
+        if caption:
+            out.append('<p class="note">' + "<br>\n".join(f"Settings of {_e(label)}: {_e(line)}"
+                                                          for label, line in caption) + "</p>\n")
     if not tabled:
         out.append("<p>No results.</p>\n")
     if unavailable:
@@ -141,6 +149,8 @@ def _runs_html(dirs: Sequence[Path], names: Sequence[str], plan: PoolPlan | None
             "generator": v.get("generator"),
             "data": v.get("data"),
             "perceptual": v.get("perceptual"),
+            "settings": run_settings_line(run_dir) or None,
+            **{f"method {name}": line for name, line in method_settings(run_dir).items()},
             "python": v.get("python"),
             "packages": ", ".join(f"{k} {p}" for k, p in packages.items()) if isinstance(packages, dict) else None,
         }
@@ -297,6 +307,8 @@ def render_html(
     plan = plan_pooling(dirs, names, pool=pool, force=force, repeated_rows=repeated_rows(df))
     figures, left_out = choose_figures(figures, dirs, max_figure_bytes)
     summary = summary_table(df, pool=plan.pooled) if summary is None else summary
+    if "settings" not in summary.columns:
+        summary = add_settings(summary, dirs, names)
     metric_info = load_metric_info(dirs) if metric_info is None else metric_info
     body = (
         f"<h1>{_e(title)}</h1>\n"

@@ -24,6 +24,7 @@ from reports.rundir import (
     MetricInfo,
     RunDirError,
     check_run_dir,
+    read_config,
     read_metrics,
     read_results,
     read_timing,
@@ -149,7 +150,72 @@ def summary_table(df: pd.DataFrame, metrics: Sequence[str] | None = None, *, poo
 
 
 def _columns(summary: pd.DataFrame) -> list[str]:
-    return (["run"] if "run" in summary.columns else []) + list(SUMMARY_COLUMNS)
+    return (["run"] if "run" in summary.columns else []) + list(SUMMARY_COLUMNS) + \
+        (["settings"] if "settings" in summary.columns else [])
+
+
+NOT_RECORDED = "not recorded"
+
+
+def _setting(value: Any) -> str:
+    return " ".join(str(value).split()) if value not in (None, "") else NOT_RECORDED
+
+
+def method_settings(run_dir: str | Path) -> dict[str, str]:
+    """Per method of a run, what it actually ran with (``config.json``'s ``method_settings``), as one line.
+
+    ``steps 300, lr 0.01, mse_weight 1.0, perceptual_weight 1.0, ...; perceptual attrnet-lpips; precision fp32,
+    batch 8``: the steps first, then every hyper-parameter (loss weights included), the perceptual network of
+    the loss (its name, before the first ``:`` of the recorded note), the precision and the batch size. Empty
+    for a run recorded before ``method_settings`` existed.
+    """
+    out = {}
+    for name, entry in (read_config(run_dir).get("method_settings") or {}).items():
+        params = dict(entry.get("params") or {})
+        steps = params.pop("steps", None)
+        hyper = ", ".join([f"steps {_setting(steps)}", *(f"{k} {_setting(v)}" for k, v in params.items())])
+        perceptual = _setting(entry.get("perceptual")).split(":", 1)[0]
+        out[str(name)] = (f"{hyper}; perceptual {perceptual}; precision {_setting(entry.get('precision'))}, "
+                          f"batch {_setting(entry.get('batch_size'))}")
+    return out
+
+
+def add_settings(summary: pd.DataFrame, run_dirs: Sequence[str | Path], names: Sequence[str] | None = None,
+                 ) -> pd.DataFrame:
+    """The summary with a ``settings`` column: each row's :func:`method_settings` line, for its captions.
+
+    Rows kept per run get their run's settings; a pooled row gets the one line its runs share, or each run's
+    (``[RUN] ...``, joined by `` / ``) where they differ (pooled with ``--force``).
+
+    Args:
+        summary: From :func:`summary_table` over ``run_dirs``.
+        run_dirs: The run directories, in the order the summary was made from.
+        names: Their run names (as in the ``run`` column); default: :func:`_run_names`.
+    """
+    dirs = _as_dirs(run_dirs)
+    per_run = dict(zip(names if names is not None else _run_names(dirs), map(method_settings, dirs), strict=True))
+    if "run" in summary.columns:
+        text = [per_run.get(str(r), {}).get(str(m), NOT_RECORDED) for r, m in zip(summary["run"], summary["method"],
+                                                                                   strict=True)]
+        return summary.assign(settings=text)
+
+    def pooled(method: str) -> str:
+        found = {run: s[method] for run, s in per_run.items() if method in s}
+        if len(set(found.values())) <= 1:
+            return next(iter(found.values()), NOT_RECORDED)
+        return " / ".join(f"[{run}] {line}" for run, line in found.items())
+
+    lines = {m: pooled(m) for m in map(str, pd.unique(summary["method"].astype(str)))}
+    return summary.assign(settings=summary["method"].astype(str).map(lines).fillna(NOT_RECORDED))
+
+
+def settings_caption(summary: pd.DataFrame, metric: str) -> list[tuple[str, str]]:
+    """``[(row label, settings line)]`` of one metric's table rows, in table order (empty without settings)."""
+    if "settings" not in summary.columns:
+        return []
+    rows = summary[summary["metric"].astype(str) == metric]
+    by_label = dict(zip(row_labels(rows), rows["settings"].astype(str), strict=True))
+    return [(label, by_label[label]) for label in row_order(rows) if label in by_label]
 
 
 def row_labels(summary: pd.DataFrame) -> pd.Series:
@@ -182,8 +248,12 @@ def timing_table(dirs: Sequence[Path], names: Sequence[str], pooled: bool) -> pd
 
 
 def write_csv(summary: pd.DataFrame, path: str | Path) -> Path:
-    """Write the summary as tidy numeric CSV (``[run,] method, transform, metric, mean, std, n, n_failed``)."""
-    text_columns = {c: str for c in ("run", "method", "transform", "metric") if c in summary.columns}
+    """Write the summary as tidy CSV (``[run,] method, transform, metric, mean, std, n, n_failed[, settings]``).
+
+    ``settings`` (from :func:`add_settings`) is each row's method settings line, so that a table read on its own
+    says what it measured.
+    """
+    text_columns = {c: str for c in ("run", "method", "transform", "metric", "settings") if c in summary.columns}
     text = summary[_columns(summary)].astype(text_columns).to_csv(index=False)
     return _write_text(Path(path), text)
 
@@ -310,6 +380,10 @@ def to_markdown(summary: pd.DataFrame, metric_info: MetricInfoLike, decimals: in
             shown = [f"**{c}**" if b else c for c, b in zip(cells, bold, strict=True)]
             out.append("| " + " | ".join([_md_escape(method), *shown]) + " |\n")
         out.append("\n" + _failure_note(summary, info.name))
+        caption = settings_caption(summary, info.name)
+        if caption:
+            out.append("  \n".join(f"Settings of {_md_escape(label)}: {_md_escape(line)}" for label, line in caption)
+                       + "\n\n")
     if not tabled:
         out.append("No results.\n\n")
     if unavailable:
@@ -348,6 +422,7 @@ def to_latex(summary: pd.DataFrame, metric_info: MetricInfoLike, decimals: int |
         grid = _grid(summary, info.name, info.higher_is_better, decimals)
         arrow_tex = r"$\uparrow$" if info.higher_is_better else r"$\downarrow$"
         out.append(f"% {_tex(info.name)}: mean $\\pm$ std, best per column in bold\n")
+        out.extend(f"% settings of {label}: {line}\n" for label, line in settings_caption(summary, info.name))
         out.append("\\begin{tabular}{l" + "c" * len(grid.transforms) + "}\n\\toprule\n")
         out.append(" & ".join([f"{_tex(info.name)} {arrow_tex}", *map(_tex, grid.transforms)]) + " \\\\\n\\midrule\n")
         for method, cells, bold in zip(grid.methods, grid.cells, grid.bold, strict=True):
