@@ -125,8 +125,7 @@ def to_html(summary: pd.DataFrame, metric_info: MetricInfoLike, decimals: int | 
             out.append(f'<p class="note">{_e(note)}</p>\n')
         caption = settings_caption(summary, info.name)
         if caption:
-            out.append('<p class="note">' + "<br>\n".join(f"Settings of {_e(label)}: {_e(line)}"
-                                                          for label, line in caption) + "</p>\n")
+            out.append('<p class="note">' + "<br>\n".join(map(_e, caption)) + "</p>\n")
     if not tabled:
         out.append("<p>No results.</p>\n")
     if unavailable:

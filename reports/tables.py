@@ -209,13 +209,20 @@ def add_settings(summary: pd.DataFrame, run_dirs: Sequence[str | Path], names: S
     return summary.assign(settings=summary["method"].astype(str).map(lines).fillna(NOT_RECORDED))
 
 
-def settings_caption(summary: pd.DataFrame, metric: str) -> list[tuple[str, str]]:
-    """``[(row label, settings line)]`` of one metric's table rows, in table order (empty without settings)."""
+def settings_caption(summary: pd.DataFrame, metric: str) -> list[str]:
+    """The caption lines of one metric's table: ``Settings of LABEL: ...`` per row, in table order.
+
+    Empty when the summary has no ``settings`` column; one line when no row's settings were recorded (a run
+    from before ``config.json`` had ``method_settings``).
+    """
     if "settings" not in summary.columns:
         return []
     rows = summary[summary["metric"].astype(str) == metric]
     by_label = dict(zip(row_labels(rows), rows["settings"].astype(str), strict=True))
-    return [(label, by_label[label]) for label in row_order(rows) if label in by_label]
+    if by_label and set(by_label.values()) == {NOT_RECORDED}:
+        return ["Method settings: not recorded (this run's config.json has no method_settings; see its settings "
+                "line)"]
+    return [f"Settings of {label}: {by_label[label]}" for label in row_order(rows) if label in by_label]
 
 
 def row_labels(summary: pd.DataFrame) -> pd.Series:
@@ -382,8 +389,7 @@ def to_markdown(summary: pd.DataFrame, metric_info: MetricInfoLike, decimals: in
         out.append("\n" + _failure_note(summary, info.name))
         caption = settings_caption(summary, info.name)
         if caption:
-            out.append("  \n".join(f"Settings of {_md_escape(label)}: {_md_escape(line)}" for label, line in caption)
-                       + "\n\n")
+            out.append("  \n".join(map(_md_escape, caption)) + "\n\n")
     if not tabled:
         out.append("No results.\n\n")
     if unavailable:
@@ -422,7 +428,7 @@ def to_latex(summary: pd.DataFrame, metric_info: MetricInfoLike, decimals: int |
         grid = _grid(summary, info.name, info.higher_is_better, decimals)
         arrow_tex = r"$\uparrow$" if info.higher_is_better else r"$\downarrow$"
         out.append(f"% {_tex(info.name)}: mean $\\pm$ std, best per column in bold\n")
-        out.extend(f"% settings of {label}: {line}\n" for label, line in settings_caption(summary, info.name))
+        out.extend(f"% {line}\n" for line in settings_caption(summary, info.name))
         out.append("\\begin{tabular}{l" + "c" * len(grid.transforms) + "}\n\\toprule\n")
         out.append(" & ".join([f"{_tex(info.name)} {arrow_tex}", *map(_tex, grid.transforms)]) + " \\\\\n\\midrule\n")
         for method, cells, bold in zip(grid.methods, grid.cells, grid.bold, strict=True):
