@@ -93,9 +93,36 @@ def test_option_errors_answer_without_torch(args, message):
 
 
 def test_registry_snapshot_equals_the_live_registries():
-    from bench.choices import REFRESH, live_registry, snapshot
+    from bench import registry_snapshot
+    from bench.choices import REFRESH, live_registry, sources_digest
 
-    assert snapshot() == live_registry(), f"bench/registry_snapshot.py is stale: run {REFRESH}"
+    recorded = {"methods": registry_snapshot.METHODS, "aliases": registry_snapshot.ALIASES,
+                "metrics": registry_snapshot.METRICS}
+    assert recorded == live_registry(), f"bench/registry_snapshot.py is stale: run {REFRESH}"
+    assert registry_snapshot.SOURCES == sources_digest(), f"bench/registry_snapshot.py is stale: run {REFRESH}"
+
+
+def test_a_stale_snapshot_is_not_trusted(monkeypatch):
+    from bench import choices, registry_snapshot
+
+    monkeypatch.setattr(registry_snapshot, "SOURCES", "made from other code")
+    monkeypatch.setattr(registry_snapshot, "METHODS", {"im2s": registry_snapshot.METHODS["im2s"]})
+    with pytest.warns(choices.StaleSnapshotWarning, match="refresh it with"):
+        assert choices.snapshot() == choices.live_registry()
+    with pytest.warns(choices.StaleSnapshotWarning):
+        assert choices.expand_method_names("w,im2s") == ["w", "im2s"]  # known to the live registry only
+
+
+def test_the_digest_changes_with_any_source_file(tmp_path):
+    from bench.choices import sources_digest
+
+    (tmp_path / "methods").mkdir()
+    (tmp_path / "methods" / "a.py").write_text("x = 1\n")
+    first = sources_digest(tmp_path)
+    (tmp_path / "methods" / "a.py").write_text("x = 2\n")
+    second = sources_digest(tmp_path)
+    (tmp_path / "methods" / "b.py").write_text("")
+    assert len({first, second, sources_digest(tmp_path)}) == 3
 
 
 @pytest.mark.parametrize("names", ["nosuch", "im2", "fwplus", "fwplus,fwplus8,w", " w , im2s ", ",", "idinvert,psp"])
