@@ -36,6 +36,8 @@ from transforms import (
 )
 from transforms.geometric import RESAMPLE_MODES
 
+WORLD256 = "world256"  # the 256 px embedded world (bench.world.world256), named by --generator
+
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> the first CUDA device if there is one, else the CPU; others are checked."""
@@ -158,7 +160,8 @@ def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Prepared:
     else:
         generator = default_generator()
     generator = generator.to(device).eval().requires_grad_(False)
-    attach_pnorm_stats(generator, use_world=config.generator is None, path=config.pnorm_stats)
+    world = is_world(config)
+    attach_pnorm_stats(generator, use_world=world, path=config.pnorm_stats)  # world256 shares the mapping
     data_spec = config.data or default_data_spec(config.n)
     source = open_source(data_spec, resolution=generator.resolution, n=config.n, seed=config.seed,
                          generator=generator, on_error=log)
@@ -166,7 +169,6 @@ def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Prepared:
     if not items:
         raise ValueError(f"--data {data_spec}: no readable images")
     specs = transform_specs(config, generator.resolution)
-    world = config.generator is None
     perceptual, perceptual_text = resolve_perceptual(config.perceptual, device, config.lpips_weights,
                                                      world_domain=world)
     default_metrics = [*DEFAULT_METRICS, WORLD_METRIC] if world else list(DEFAULT_METRICS)
@@ -216,6 +218,19 @@ def batch_size_for(prep: Prepared, name: str, pending: list, log: Callable[[str]
     return prep.batch_sizes[name]
 
 
+def is_world(config: RunConfig) -> bool:
+    """Whether the run's generator is an embedded world (the 64 px default or ``world256``).
+
+    The world domain's perceptual distance, metric, attribute net and P-norm+ statistics then apply.
+    """
+    return config.generator is None or config.generator == WORLD256
+
+
+def world_encoder_asset(name: str, config: RunConfig) -> str:
+    """The zoo name of a world's encoder for method ``name`` (``fwplus16_encoder``, ``fwplus4_encoder_world256``)."""
+    return f"{name}_encoder" + ("" if config.generator is None else f"_{WORLD256}")
+
+
 def method_resources(preset, prep: Prepared) -> dict:
     """What a preset needs besides its parameters: its encoder, from --encoder or the world's zoo."""
     if not preset.needs_encoder:
@@ -226,8 +241,8 @@ def method_resources(preset, prep: Prepared) -> dict:
 
     value = prep.config.encoders.get(preset.name)
     path, waive = split_encoder_value(value) if value is not None else (None, False)
-    if path is None and prep.config.generator is None:
-        path = zoo.asset_path(f"{preset.name}_encoder")
+    if path is None and is_world(prep.config):
+        path = zoo.asset_path(world_encoder_asset(preset.name, prep.config))
     if path is None:
         raise ValueError(f"method {preset.name!r} needs an encoder trained for this generator; pass "
                          f"--encoder {preset.name}=PATH, or make one: bench train-encoder {preset.name} "

@@ -148,7 +148,20 @@ class FWPlus(Method):
         return generator.synthesis_from(inversion.latents["f"], wp + offset, self.params.base_res)
 
 
-for _s in (8, 16):
+def describe_base_code(generator: GeneratorLike, base_res: int) -> str:
+    """How coarse a base code is relative to the image.
+
+    E.g. ``4x4 x 256 ch: 1/64 of the 256 px side, 2.1 % of the image's pixel values``; BDInvert's 16x16 at
+    1024 px is 1/64 and 4.2 %, its 8x8 1/128 and 1.0 %.
+    """
+    c = generator.feature_shape(base_res)[0]
+    r = generator.resolution
+    share = 100 * c * base_res * base_res / (3 * r * r)
+    return (f"{base_res}x{base_res} x {c} ch: 1/{r // base_res} of the {r} px side, {share:.1f} % of the image's "
+            "pixel values")
+
+
+for _s in (4, 8, 16):  # 4: the paper's 16x16 proportion (1/64 of the side) on the 256 px world
     register_preset(Preset(
         name=f"fwplus{_s}", cls=FWPlus, params={"base_res": _s}, latent_space="F/W+", needs_encoder=True,
         description=f"BDInvert F/W+ with a {_s}x{_s} base code: encoder init, Adam lr 0.01, 1200 steps, "

@@ -252,9 +252,13 @@ def generator_from_checkpoint(obj: object, path: str | Path):
 
 
 def load_generator_file(path: str | Path):
-    """Load a generator: a pSp / e4e checkpoint's decoder, else whatever ``load_generator`` reads."""
+    """Load a generator: a world by name (``world256``), a pSp / e4e decoder, or what ``load_generator`` reads."""
     from bench.generators.checkpoints import load_generator, load_rosinality
 
+    if str(path) == "world256" and not Path(path).exists():
+        from bench.world import world256
+
+        return world256.load()
     path = Path(path)
     if path.suffix.lower() in (".pt", ".pth") and path.is_file():
         try:

@@ -38,10 +38,11 @@ import torch
 
 from bench.encoders.provenance import generator_hash
 
-METHODS = ("fwplus8", "fwplus16", "idinvert", "psp")
+METHODS = ("fwplus4", "fwplus8", "fwplus16", "idinvert", "psp")
 NEEDS_DATA = ("idinvert", "psp")
 # published length of each recipe, in iterations (IDinvert: 14,000 kimg at batch 128)
-DEFAULT_ITERATIONS = {"fwplus8": 10_000, "fwplus16": 10_000, "idinvert": 14_000_000 // 128, "psp": 500_000}
+DEFAULT_ITERATIONS = {"fwplus4": 10_000, "fwplus8": 10_000, "fwplus16": 10_000, "idinvert": 14_000_000 // 128,
+                      "psp": 500_000}
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class TrainEncoderOptions:
     batch: int | None = None
     minutes: float | None = None
     width: int | None = None
+    head_width: int | None = None
     n: int = 1000
     perceptual: str = "auto"
     lpips_weights: str | None = None
@@ -73,7 +75,9 @@ class TrainEncoderOptions:
         if self.method not in NEEDS_DATA and self.data:
             raise ValueError(f"train-encoder {self.method}: BDInvert's recipe uses generator samples only; "
                              "--data is not used")
-        for name in ("iterations", "batch", "width"):
+        if self.head_width is not None and not self.method.startswith("fwplus"):
+            raise ValueError(f"train-encoder {self.method}: --head-width applies to the F/W+ encoders only")
+        for name in ("iterations", "batch", "width", "head_width"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name} must be >= 1, got {value}")
@@ -136,7 +140,7 @@ def _basecode(g, perceptual, o: TrainEncoderOptions, work: Path, progress: Progr
     w = o.width or 128
     settings = {"iterations": o.iterations, "batch": o.batch or 16, "lr": 1e-3, "lr_schedule": "StepLR(2000, 0.1)",
                 "perceptual_weight": 10.0 if perceptual is not None else 0.0, "width": w, "max_width": 4 * w,
-                "head_width": g.feature_shape(base)[0], "truncation": "psi 0.7 on rows 0..7"}
+                "head_width": o.head_width or g.feature_shape(base)[0], "truncation": "psi 0.7 on rows 0..7"}
     enc = train_basecode_encoder(g, perceptual, base, work, o.minutes or float("inf"),
                                  iterations=settings["iterations"], batch=settings["batch"],
                                  perceptual_weight=settings["perceptual_weight"], width=w, max_width=4 * w,
@@ -172,7 +176,8 @@ def _psp(g, perceptual, o: TrainEncoderOptions, work: Path, progress: Progress, 
     return enc, {**asdict(opts), "arch": asdict(arch)}, lambda e, path, extra: save_encoder(e, path, extra)
 
 
-RECIPES = {"fwplus8": ("bdinvert-basecode-encoder", _basecode), "fwplus16": ("bdinvert-basecode-encoder", _basecode),
+RECIPES = {"fwplus4": ("bdinvert-basecode-encoder", _basecode),
+           "fwplus8": ("bdinvert-basecode-encoder", _basecode), "fwplus16": ("bdinvert-basecode-encoder", _basecode),
            "idinvert": ("idinvert-domain-guided-encoder", _idinvert), "psp": ("psp-ffhq-encode", _psp)}
 
 
@@ -206,7 +211,7 @@ def train_encoder(options: TrainEncoderOptions, log: Callable[[str], None] = pri
     digest = generator_hash(g)
     work = _work_dir(options, digest)
     perceptual, perceptual_text = resolve_perceptual(options.perceptual, device, options.lpips_weights,
-                                                     world_domain=False)
+                                                     world_domain=options.generator == "world256")
     log(f"generator: {g.description} (weights {digest[:12]}); perceptual: {perceptual_text}")
     name, fn = RECIPES[options.method]
     t0 = time.time()

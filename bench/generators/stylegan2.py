@@ -165,9 +165,10 @@ class StyleGAN2Generator(nn.Module):
             raise ValueError(f"ws must have shape (N, {self.num_ws}, {self.w_dim}), got {tuple(ws.shape)}")
 
     def _block_index(self, res: int) -> int:
-        j = int(math.log2(res)) - 3 if res > 0 else -1
-        if 2 ** (j + 3) != res or not 0 <= j < len(self.to_rgbs):
-            raise ValueError(f"base resolution must be a power of two in [8, {self.resolution}], got {res}")
+        """Index j of the block at ``res`` (8 px: 0); -1 for the 4x4 layer."""
+        j = int(math.log2(res)) - 3 if res > 0 else -2
+        if 2 ** (j + 3) != res or not -1 <= j < len(self.to_rgbs):
+            raise ValueError(f"base resolution must be a power of two in [4, {self.resolution}], got {res}")
         return j
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
@@ -206,10 +207,16 @@ class StyleGAN2Generator(nn.Module):
         return self._run_blocks(x, skip, ws, 0)
 
     def features(self, ws: torch.Tensor, res: int) -> torch.Tensor:
-        """Output of the up-conv at resolution ``res`` (the F/W+ base code f), (N, C_res, res, res)."""
+        """Output of the up-conv at resolution ``res`` (the F/W+ base code f), (N, C_res, res, res).
+
+        At 4x4, where there is no up-conv, f is the output of the 4x4 styled conv (``conv1``): the
+        constant input before it is the same for every image, so it could not serve as a base code.
+        """
         self._check_ws(ws)
         j_base = self._block_index(res)
         x = self.conv1(self._layout(self.input(ws.shape[0])), ws[:, 0], self._noise(0))
+        if j_base < 0:
+            return x
         for j in range(j_base):
             x = self.convs[2 * j](x, ws[:, 2 * j + 1], self._noise(2 * j + 1))
             x = self.convs[2 * j + 1](x, ws[:, 2 * j + 2], self._noise(2 * j + 2))
@@ -225,13 +232,17 @@ class StyleGAN2Generator(nn.Module):
         expected = (self.config.channels[res], res, res)
         if f.ndim != 4 or tuple(f.shape[1:]) != expected or f.shape[0] != ws.shape[0]:
             raise ValueError(f"f must have shape (N, {expected}) with N = {ws.shape[0]}, got {tuple(f.shape)}")
+        if j < 0:  # 4x4: f is conv1's output, so only the 4x4 RGB layer and the blocks above run
+            x = self._layout(f)
+            return self._run_blocks(x, self.to_rgb1(x, ws[:, 1]), ws, 0)
         x = self.convs[2 * j + 1](self._layout(f), ws[:, 2 * j + 2], self._noise(2 * j + 2))
         skip = self.to_rgbs[j](x, ws[:, 2 * j + 3], None)
         return self._run_blocks(x, skip, ws, j + 1)
 
     def first_ws_index(self, res: int) -> int:
-        """M, the first ws row that ``synthesis_from(f, ws, res)`` uses (2*log2(res) - 4)."""
-        return 2 * (self._block_index(res) + 3) - 4
+        """M, the first ws row that ``synthesis_from(f, ws, res)`` uses (2*log2(res) - 4; 1 at 4x4)."""
+        j = self._block_index(res)
+        return 1 if j < 0 else 2 * (j + 3) - 4
 
     def feature_shape(self, res: int) -> tuple[int, int, int]:
         """(C, res, res) of the base code at ``res``."""

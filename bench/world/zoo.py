@@ -58,6 +58,10 @@ ASSET_FILES = {
                          "generator fixed on procfaces renders"),
     "psp_encoder": ("psp_encoder.safetensors", "pSp encoder (FPN + map2style heads, from-scratch IR-SE backbone)"),
     "pnorm_stats": ("pnorm_stats.safetensors", "P-norm+ statistics of the world generator (1M samples, float64 PCA)"),
+    "generator256_sr": ("generator256_sr.safetensors", "256 px world: detail blocks at 128/256 px on top of the "
+                        "64 px world generator (float16; bench.world.world256)"),
+    "fwplus4_encoder_world256": ("encoder4_world256.safetensors", "F/W+ base-code encoder, 4x4, for the 256 px "
+                                 "world (BDInvert design, bench train-encoder fwplus4 --generator world256)"),
 }
 
 

@@ -16,7 +16,7 @@ from tests.conftest import BlurPerceptual, make_tiny_generator
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py says why
 
 
-FIRST_WS = {8: 2, 16: 4}  # M = 2*log2(s) - 4
+FIRST_WS = {4: 1, 8: 2, 16: 4}  # M = 2*log2(s) - 4; at 4x4 f is conv1's output, so M = 1
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +52,14 @@ def test_presets_metadata():
         assert params.base_res == s and params.pnorm_weight == 0.01 and params.basecode_weight == 10.0
 
 
-@pytest.mark.parametrize("s", [8, 16])
+@pytest.mark.parametrize("s", [4, 8, 16])
 def test_missing_encoder_names_the_method(gen, s):
     method = build_method(f"fwplus{s}", {"steps": 1})
     with pytest.raises(ValueError, match=rf"'fwplus{s}' needs its base-code encoder"):
         method.invert(targets(gen, 1, seed=0), gen, seeds=[0])
 
 
-@pytest.mark.parametrize("s", [8, 16])
+@pytest.mark.parametrize("s", [4, 8, 16])
 def test_invert_contract(gen, s):
     x = targets(gen, 2, seed=1)
     method = fwplus(gen, s, steps=3)
@@ -78,7 +78,7 @@ def some_inversion(g, s: int) -> Inversion:
     return fwplus(g, s, steps=2).invert(targets(g, 2, seed=2), g, seeds=[0, 1])
 
 
-@pytest.mark.parametrize("s", [8, 16])
+@pytest.mark.parametrize("s", [4, 8, 16])
 def test_edit_moves_only_rows_from_M(gen, s):
     """Editing with a direction on every row equals adding its rows M.. by hand; f is left as it was."""
     inv = some_inversion(gen, s)
@@ -103,7 +103,7 @@ def test_edit_moves_only_rows_from_M(gen, s):
         assert torch.equal(method.edit(inv, gen, coarse, 2.0), unedited)
 
 
-@pytest.mark.parametrize("s", [8, 16])
+@pytest.mark.parametrize("s", [4, 8, 16])
 def test_rows_below_M_have_no_effect_on_render(gen, s):
     inv = some_inversion(gen, s)
     m = FIRST_WS[s]
@@ -119,7 +119,7 @@ def test_rows_below_M_have_no_effect_on_render(gen, s):
         assert (gen.synthesis_from(f, row_m, s) - ref).abs().max() > 1e-2
 
 
-@pytest.mark.parametrize("s", [8, 16])
+@pytest.mark.parametrize("s", [4, 8, 16])
 def test_batch_invariance(gen, s):
     """Four images inverted together give, per image, what each gives alone."""
     x = targets(gen, 4, seed=6)
