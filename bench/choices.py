@@ -120,8 +120,31 @@ def expand_method_names(names: str | Sequence[str]) -> list[str]:
     return out
 
 
-def check_names(methods: str | None = None, transforms: Sequence[str] = (), protocol: str | None = None) -> None:
-    """The fast half of ``bench.prepare.check_names``: method names, transform specs and the protocol.
+def check_metric_names(names: Sequence[str]) -> None:
+    """``bench.metrics.build_metrics``'s name checks on the snapshot: unknown and repeated names.
+
+    Raises:
+        ValueError: the same text as ``build_metrics`` (``bench.metrics.base``), which a test checks.
+    """
+    known = sorted(snapshot()["metrics"])
+    for name in names:
+        if name in known:
+            continue
+        hint = ""
+        if name.endswith("@valid"):
+            hint = (f" Masked variants are not built separately: build {name[:-len('@valid')]!r} "
+                    f"and pass a mask; results record them as {name!r}.")
+        elif close := difflib.get_close_matches(name, known, n=1):
+            hint = f" Did you mean {close[0]!r}?"
+        raise ValueError(f"unknown metric {name!r}; available: {', '.join(known)}.{hint}")
+    repeated = sorted({n for n in names if list(names).count(n) > 1})
+    if repeated:
+        raise ValueError(f"metric names repeated: {', '.join(repeated)}")
+
+
+def check_names(methods: str | None = None, transforms: Sequence[str] = (), protocol: str | None = None,
+                metrics: Sequence[str] = ()) -> None:
+    """The fast half of ``bench.prepare.check_names``: method names, transform specs, protocol, metric names.
 
     Raises:
         ValueError: the same error the run would raise later, after seconds of imports.
@@ -135,4 +158,6 @@ def check_names(methods: str | None = None, transforms: Sequence[str] = (), prot
         parse_transforms(list(transforms))
     if protocol:
         expand_protocol(protocol, REFERENCE_RESOLUTION)
+    if metrics:
+        check_metric_names(list(metrics))
 

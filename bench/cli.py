@@ -44,7 +44,7 @@ def _check_names_fast(config: RunConfig) -> None:
     from bench.choices import check_names
     from bench.dataspec import check_data_options
 
-    check_names(config.methods, config.transforms, config.protocol)
+    check_names(config.methods, config.transforms, config.protocol, config.metrics)
     check_data_options(config, DEFAULTS)
 
 

@@ -5,7 +5,7 @@ checks that it equals the registries, and SOURCES (the digest of the modules it 
 it ignored once one of them changes.
 """
 
-SOURCES = '6fc8bbfd30a534d0b530e98bfe10d614b6fda439ec018a3597f6818e1bb7bcc2'
+SOURCES = '28445d1d6f94a2e94b971cdfb30aadcbfc6a486d9d3814a9a5b0dc66aeb8e3e2'
 
 METHODS = {'im2s': {'latent_space': 'W+',
           'steps': 5000,
@@ -28,6 +28,13 @@ METHODS = {'im2s': {'latent_space': 'W+',
        'supports_editing': True,
        'description': 'StyleGAN2 projector in W: Adam lr 0.1 with ramps, latent noise, 1000 steps (noise '
                       'maps fixed)'},
+ 'fwplus4': {'latent_space': 'F/W+',
+             'steps': 1200,
+             'gpu_auto': 'bf16',
+             'needs_encoder': True,
+             'supports_editing': True,
+             'description': 'BDInvert F/W+ with a 4x4 base code: encoder init, Adam lr 0.01, 1200 steps, MSE '
+                            '+ 10 perc + 10 |f-f0|^2 + 0.01 P-norm+'},
  'fwplus8': {'latent_space': 'F/W+',
              'steps': 1200,
              'gpu_auto': 'bf16',

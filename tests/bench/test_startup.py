@@ -85,6 +85,7 @@ def test_ls_answers_without_torch(what, expect):
     (["make-set", "out", "--transform", "scale:0"], "bad transform spec 'scale:0'"),
     (["speed", "--methods", "fwplus9"], "unknown method 'fwplus9'"),
     (["speed", "--steps", "5"], "expected LO,HI"),
+    (["run", "--metric", "psnx"], "unknown metric 'psnx'"),
 ])
 def test_option_errors_answer_without_torch(args, message):
     code, output, loaded = _invoke_fresh(args)
@@ -154,3 +155,23 @@ def test_metric_availability_without_torch_matches_building_them(torch_home, tmp
     for name in snapshot()["metrics"]:
         built = build_metrics([name], device="cpu")[0]
         assert metric_availability(name) == (built.available, built.reason or ""), name
+
+
+@pytest.mark.parametrize("names", [["nosuch"], ["psnx"], ["psnr@valid"], ["psnr", "ssim", "psnr"], ["mse", "psnr"]])
+def test_fast_metric_names_match_the_registry(names):
+    from bench import choices
+    from bench.metrics.base import _REGISTRY, _unknown_name_error
+
+    # the checks build_metrics makes before it builds anything, without building
+    unknown = [n for n in names if n not in _REGISTRY]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if unknown:
+        expected = str(_unknown_name_error(unknown[0]))
+    elif repeated:
+        expected = f"metric names repeated: {', '.join(repeated)}"
+    else:
+        choices.check_metric_names(names)
+        return
+    with pytest.raises(ValueError) as got:
+        choices.check_metric_names(names)
+    assert str(got.value) == expected
