@@ -283,6 +283,10 @@ class RunStore:
         data = json.dumps(record.to_json(), separators=(",", ":")).encode()
         atomic_write_bytes(self.journal / f"{seq:06d}.json", data, sync=True)
 
+    def _next_seq(self) -> int:
+        """The number of the next journal entry (each rank of a torchrun job numbers its own: bench.distributed)."""
+        return self._seq + 1
+
     # --- the writer's API -------------------------------------------------------------------------------
 
     def done(self, item: str, method: str, transform: str) -> bool:
@@ -311,8 +315,9 @@ class RunStore:
             raise ValueError(f"{self.dir}: units already committed, e.g. {sorted(again)[:3]}")
         record = BatchRecord(record.units, *(_one_line(getattr(record, k))
                                              for k in ("results", "transforms", "timing", "samples")))
-        self._write_entry(self._seq + 1, record)
-        self._seq += 1
+        seq = self._next_seq()
+        self._write_entry(seq, record)
+        self._seq = seq
         self._done |= set(record.units)
         self.results.append(record.results)
         self.transforms.append(record.transforms)
@@ -355,6 +360,10 @@ class RunStore:
         buf = io.BytesIO()
         torch.save({k: v.detach().cpu().clone() for k, v in latents.items()}, buf)
         atomic_write_bytes(path, buf.getvalue())
+
+    def reload(self) -> None:
+        """Re-read the journal and rebuild the tables (after other processes committed into it, under this lock)."""
+        self._recover()
 
     def close(self) -> None:
         """Release the run directory's lock."""

@@ -6,6 +6,9 @@ for every method cuts its pending units, across transforms, into memory-sized ba
 (``bench.batch.run_batch``), committing each finished batch to the run directory in one step
 (``bench.results.RunStore.commit``). Re-running with the same run directory redoes exactly the units that
 were not committed.
+
+Under ``torchrun`` (its environment: ``RANK``, ``WORLD_SIZE``, ...) the same call runs one shard of the work
+per process (``bench.distributed``); everything below is shared by both.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import contextlib
 import datetime as _dt
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -74,19 +77,27 @@ def run(config: RunConfig, *, progress: bool = True, log: Callable[[str], None] 
         ValueError: a bad option or input (the message names it), or the run directory is in use.
         OSError: the run directory cannot be written (e.g. the disk is full); committed units are kept.
     """
+    from bench.distributed import run_sharded, world_from_env
+
+    world = world_from_env()
+    if world is not None:
+        return run_sharded(config, world, progress=progress, log=log, _stop_after_batches=_stop_after_batches)
     run_dir = Path(config.run_dir) if config.run_dir else default_run_dir()
     fresh = not run_dir.exists()
     store = RunStore(run_dir, log)  # the lock first: a second writer is refused before any model loads
     try:
-        _run(config, store, progress, log, _stop_after_batches)
+        session = setup(config, store, log)
+        units = work_units(session.prep)
+        with BarProgress(len(units) * len(session.methods), progress, log) as bar:
+            run_units(session, store, units, bar, _stop_after_batches)
     finally:
         store.close()
         if fresh:
-            _remove_if_unused(run_dir)
+            remove_if_unused(run_dir)
     return run_dir
 
 
-def _remove_if_unused(run_dir: Path) -> None:
+def remove_if_unused(run_dir: Path) -> None:
     """Remove a run directory that this run created but wrote nothing into (it failed in set-up)."""
     with contextlib.suppress(OSError):
         if [p.name for p in run_dir.iterdir()] == [LOCK_NAME]:
@@ -94,52 +105,116 @@ def _remove_if_unused(run_dir: Path) -> None:
             run_dir.rmdir()
 
 
-def _run(config: RunConfig, store: RunStore, progress: bool, log: Callable[[str], None],
-         stop_after: int | None) -> None:
-    from tqdm.auto import tqdm
+@dataclass
+class Session:
+    """A prepared run: the resolved inputs, the built methods and the configuration as stored."""
 
+    prep: Prepared
+    methods: dict[str, Method]
+    cfg: dict
+    log: Callable[[str], None] = print
+    writer: bool = True  # writes config.json (a torchrun job's rank 0 only)
+
+
+def setup(config: RunConfig, store: RunStore, log: Callable[[str], None], *, writer: bool = True,
+          **about: str) -> Session:
+    """Prepare the run and build every method (loading its encoder) before anything runs.
+
+    The ``writer`` checks the configuration against the run directory's, writes config.json, versions.json
+    (with ``about``: free-text descriptions, e.g. the processes) and metrics.json, and logs the run's notes.
+    """
     prep = prepare(config, log)
     # build every method (and load its encoder) before anything runs, so a missing encoder fails fast
     methods = {name: build_method(name, method_overrides(prep.config, name, get_preset(name).default_steps),
                                   **method_resources(get_preset(name), prep)) for name in prep.methods}
-    cfg = prep.config.to_dict() | {"run_dir": str(store.dir)}
-    store.check_config(cfg)
-    _write_config(store, cfg, prep, methods)
+    session = Session(prep, methods, prep.config.to_dict() | {"run_dir": str(store.dir)}, log, writer)
+    if not writer:
+        return session
+    store.check_config(session.cfg)
+    _write_config(store, session)
     store.write_json("versions.json", versions(prep.device, **prep.descriptions,
-                                                fast_path=describe_accels(prep.accels)))
+                                                fast_path=describe_accels(prep.accels), **about))
     store.write_json("metrics.json", metric_table(prep.metrics)
                      | metric_entries(prep.edits, prep.metrics, prep.attribute_net is not None)
                      | consistency_entries(prep.edits, prep.metrics))
     for note in [f"run directory: {store.dir}", *_notes(prep, methods)]:
         log(note)
+    return session
+
+
+class BarProgress:
+    """The loop's progress: a bar on stderr (units done / total, ETA, the optimisation step), or one line per batch.
+
+    ``bench.distributed`` subclasses it for the ranks of a torchrun job (rank 0 shows the aggregate).
+    """
+
+    def __init__(self, total: int, progress: bool, log: Callable[[str], None]) -> None:
+        from tqdm.auto import tqdm
+
+        self.total, self.progress, self.log, self.finished = total, progress, log, 0
+        self.bar = tqdm(total=total, disable=not progress, desc="bench run", unit="unit", dynamic_ncols=True)
+
+    def skip(self, n: int) -> None:
+        """``n`` units of a method were committed before this run started."""
+        self.bar.update(n)
+        self.finished += n
+
+    def batch(self, name: str, batch: Sequence[Unit], seconds: float) -> None:
+        """A batch of ``name`` is committed."""
+        self.bar.update(len(batch))
+        self.finished += len(batch)
+        if not self.progress:
+            self.log(f"{name}: {self.finished}/{self.total} units done ({_what(batch, seconds)})")
+
+    def check(self) -> None:
+        """Raise to stop the loop before the next batch (a torchrun job whose other rank failed)."""
+
+    def steps(self, what: str) -> Callable[[int, int], None]:
+        """An optimisation-step observer for the batch described by ``what``."""
+        return _step_display(self.bar, what)
+
+    def __enter__(self) -> BarProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+
+def _what(batch: Sequence[Unit], seconds: float) -> str:
+    return f"batch of {len(batch)}: {', '.join(sorted({u.label for u in batch}))}; {seconds:.1f} s"
+
+
+def run_units(session: Session, store: RunStore, units: Sequence[Unit], progress: BarProgress,
+              stop_after: int | None = None,
+              shard: Callable[[list[Unit]], list[Unit]] | None = None) -> None:
+    """Run every method over its pending units, batch by batch, committing each batch to ``store``.
+
+    ``shard`` picks this process's part of a method's pending units (a torchrun rank's); default: all.
+    """
+    prep = session.prep
     sample_ids = {it.id for it in prep.items[: prep.config.max_samples]}
-    units = work_units(prep)
-    total = len(units) * len(methods)
-    batches = finished = 0
-    with tqdm(total=total, disable=not progress, desc="bench run", unit="unit", dynamic_ncols=True) as bar:
-        for name, method in methods.items():
-            pending = [u for u in units if not store.done(*u.key(name))]
-            bar.update(len(units) - len(pending))
-            finished += len(units) - len(pending)
-            if not pending:
-                continue
-            size = batch_size_for(prep, name, pending, log)
-            _write_config(store, cfg, prep, methods)  # now with the batch size the probe chose
-            for k in range(0, len(pending), size):
-                batch = pending[k : k + size]
-                start = time.perf_counter()
-                with observe_steps(_step_display(bar, f"{name} batch of {len(batch)}")):
-                    record = run_batch(prep, store, method, batch, sample_ids)
-                store.commit(record)
-                bar.update(len(batch))
-                finished += len(batch)
-                if not progress:
-                    log(f"{name}: {finished}/{total} units done (batch of {len(batch)}: "
-                        f"{', '.join(sorted({u.label for u in batch}))}; {time.perf_counter() - start:.1f} s)")
-                batches += 1
-                if stop_after is not None and batches >= stop_after:
-                    raise KeyboardInterrupt(f"stopped after {batches} batches (test hook)")
-            _release_memory(prep.device)
+    batches = 0
+    for name, method in session.methods.items():
+        pending = [u for u in units if not store.done(*u.key(name))]
+        progress.skip(len(units) - len(pending))
+        mine = shard(pending) if shard is not None else pending
+        if not mine:
+            continue
+        size = batch_size_for(prep, name, mine, session.log)
+        if session.writer:
+            _write_config(store, session)  # now with the batch size the probe chose
+        for k in range(0, len(mine), size):
+            progress.check()
+            batch = mine[k : k + size]
+            start = time.perf_counter()
+            with observe_steps(progress.steps(f"{name} batch of {len(batch)}")):
+                record = run_batch(prep, store, method, batch, sample_ids)
+            store.commit(record)
+            progress.batch(name, batch, time.perf_counter() - start)
+            batches += 1
+            if stop_after is not None and batches >= stop_after:
+                raise KeyboardInterrupt(f"stopped after {batches} batches (test hook)")
+        _release_memory(prep.device)
 
 
 def _step_display(bar, what: str) -> Callable[[int, int], None]:
@@ -164,13 +239,17 @@ def _release_memory(device: torch.device) -> None:
 
 def method_settings(prep: Prepared, methods: dict[str, Method]) -> dict[str, dict]:
     """Per method, what it actually runs with: every hyper-parameter, precision, batch size, perceptual loss."""
+    from methods.fwplus import describe_base_code
+
     return {name: {"params": asdict(m.params), "precision": prep.accels[name].label,
                    "batch_size": prep.batch_sizes.get(name, prep.config.batch_size),
-                   "perceptual": prep.descriptions["perceptual"]} for name, m in methods.items()}
+                   "perceptual": prep.descriptions["perceptual"]}
+            | ({"base_code": describe_base_code(prep.generator, m.params.base_res)}
+               if hasattr(m.params, "base_res") else {}) for name, m in methods.items()}
 
 
-def _write_config(store: RunStore, cfg: dict, prep: Prepared, methods: dict[str, Method]) -> None:
-    store.write_json("config.json", cfg | {"method_settings": method_settings(prep, methods)})
+def _write_config(store: RunStore, session: Session) -> None:
+    store.write_json("config.json", session.cfg | {"method_settings": method_settings(session.prep, session.methods)})
 
 
 def work_units(prep: Prepared) -> list[Unit]:
