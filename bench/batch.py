@@ -144,15 +144,15 @@ def run_batch(prep: Prepared, store: RunStore, method: Method, units: Sequence[U
     metric_failed: dict[str, list[str | None]] = {}
     scores = score(prep.metrics, torch.where(ok[:, None, None, None], inv.images, targets), targets, masks,
                    metric_failed)
-    edited, consistency = _edit_scores(prep, store, method, units, inv, masks, ok, scores)
+    edited, consistency = _edit_scores(prep, store, method, units, inv, masks, ok, scores, metric_failed)
     per_unit = [{name: values[i] for name, values in scores.items()} | consistency.get(i, {})
                 for i in range(len(units))]
     return _record(prep, store, method, units, inv, targets, failed, per_unit, edited, seeds, seconds, sample_ids,
                    metric_failed)
 
 
-def _edit_scores(prep, store, method, units, inv, masks, ok, scores) -> tuple[dict, dict[int, dict]]:
-    """Editing metrics into ``scores`` (all units).
+def _edit_scores(prep, store, method, units, inv, masks, ok, scores, metric_failed) -> tuple[dict, dict[int, dict]]:
+    """Editing metrics into ``scores`` (all units); per-image metric failures into ``metric_failed``.
 
     Returns the edited images and, per index of a transformed unit, its consistency scores.
     """
@@ -162,7 +162,7 @@ def _edit_scores(prep, store, method, units, inv, masks, ok, scores) -> tuple[di
     items = [u.item for u in units]
     latents = torch.stack([it.latent for it in items]) if all(it.latent is not None for it in items) else None
     edit_sc, edited = edit_scores(method, inv, prep.generator, prep.edits, prep.metrics, latents, params, masks,
-                                  ok, prep.attribute_net, prep.attributes)
+                                  ok, prep.attribute_net, prep.attributes, failures=metric_failed)
     scores.update(edit_sc)
     first = prep.specs[0] if prep.specs else None
     if params is None or first is None or not first.is_identity:
@@ -176,9 +176,14 @@ def _edit_scores(prep, store, method, units, inv, masks, ok, scores) -> tuple[di
     if aligned is None:
         return edited, {}
     pick = torch.tensor(index, device=masks.device)
+    cons_failed: dict[str, list[str | None]] = {}
     cons = consistency_scores(method, prep.generator, prep.edits, prep.metrics, aligned,
                               [units[i].params for i in index], {k: v[pick] for k, v in edited.items()},
-                              masks[pick], ok[pick])
+                              masks[pick], ok[pick], failures=cons_failed)
+    for name, reasons in cons_failed.items():  # from the transformed units' positions to the batch's
+        metric_failed[name] = [None] * len(units)
+        for j, i in enumerate(index):
+            metric_failed[name][i] = reasons[j]
     return edited, {i: {name: values[j] for name, values in cons.items()} for j, i in enumerate(index)}
 
 

@@ -85,12 +85,15 @@ def _ground_truth(job: EditJob, latents: torch.Tensor, generator, params: list[T
 
 def edit_scores(method: Method, inv: Inversion, generator, jobs: Sequence[EditJob], metrics: Sequence[Metric],
                 latents: torch.Tensor | None, params: list[TransformParams] | None, mask: torch.Tensor,
-                ok: torch.Tensor, attribute_net=None,
-                attributes: Sequence[str] = ()) -> tuple[dict[str, torch.Tensor], dict]:
+                ok: torch.Tensor, attribute_net=None, attributes: Sequence[str] = (),
+                failures: dict[str, list[str | None]] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
     """Editing metrics name -> (N,) on the CPU, and the edited images per job label (for samples).
 
     ``ok`` (N,) marks the images whose inversion succeeded; failed ones are scored on a stand-in (their
     values are recorded as NaN by the runner), so that they cannot make a metric reject the batch.
+    ``failures``, when given, receives per editing-metric name the per-image reasons of a metric that failed
+    on single images (``Metric.item_failures``: identity with no face in the ground-truth edit), so that the
+    runner records those rows as failed with the reason, as it does for reconstruction rows.
     """
     scores: dict[str, torch.Tensor] = {}
     images = {}
@@ -102,9 +105,7 @@ def edit_scores(method: Method, inv: Inversion, generator, jobs: Sequence[EditJo
             if latents is not None and params is not None:
                 gt = _ground_truth(job, latents.to(edited.device), generator, params)
                 edited_ok = torch.where(ok[:, None, None, None], edited, gt)
-                for m in (m for m in metrics if m.available):
-                    scores[metric_name(job, m.info.name)] = m(edited_ok, gt).float().cpu()
-                    scores[metric_name(job, m.info.name + MASKED_SUFFIX)] = m(edited_ok, gt, mask=mask).float().cpu()
+                _score_pair(metrics, metric_name(job, ""), edited_ok, gt, mask, scores, failures)
             if recon_attr is not None and job.direction.name in attributes:
                 a = list(attributes).index(job.direction.name)
                 delta = torch.sigmoid(attribute_net(edited))[:, : len(attributes)] - recon_attr
@@ -130,11 +131,13 @@ def consistency_entries(jobs: Sequence[EditJob], metrics: Sequence[Metric]) -> d
 
 def consistency_scores(method: Method, generator, jobs: Sequence[EditJob], metrics: Sequence[Metric],
                        aligned: Inversion, params: list[TransformParams], edited: dict[str, torch.Tensor],
-                       mask: torch.Tensor, ok: torch.Tensor) -> dict[str, torch.Tensor]:
+                       mask: torch.Tensor, ok: torch.Tensor,
+                       failures: dict[str, list[str | None]] | None = None) -> dict[str, torch.Tensor]:
     """Consistency per job: the method's edit of T(x) against T(the method's edit of the aligned x).
 
     ``aligned`` holds the same method's latents for the aligned images (from the run's identity pass);
-    ``edited`` the edits of the transformed images from :func:`edit_scores`.
+    ``edited`` the edits of the transformed images from :func:`edit_scores`. ``failures`` as in
+    :func:`edit_scores` (identity: no face in the transformed edit of the aligned image, the target here).
     """
     scores = {}
     with torch.no_grad():
@@ -142,8 +145,21 @@ def consistency_scores(method: Method, generator, jobs: Sequence[EditJob], metri
             reference = apply_transform(method.edit(aligned, generator, job.direction, job.strength).clamp(-1, 1),
                                         params).image
             ours = torch.where(ok[:, None, None, None], edited[job.label], reference)
-            for m in (m for m in metrics if m.available):
-                scores[metric_name(job, "consistency-" + m.info.name)] = m(ours, reference).float().cpu()
-                scores[metric_name(job, "consistency-" + m.info.name + MASKED_SUFFIX)] = \
-                    m(ours, reference, mask=mask).float().cpu()
+            _score_pair(metrics, metric_name(job, "consistency-"), ours, reference, mask, scores, failures)
     return scores
+
+
+def _score_pair(metrics: Sequence[Metric], prefix: str, pred: torch.Tensor, target: torch.Tensor,
+                mask: torch.Tensor, scores: dict[str, torch.Tensor],
+                failures: dict[str, list[str | None]] | None) -> None:
+    """Score ``pred`` vs ``target`` with every available metric, whole image and valid region.
+
+    Values go into ``scores`` under ``prefix + name``, per-image failures (``Metric.item_failures``) into
+    ``failures``.
+    """
+    for m in (m for m in metrics if m.available):
+        for name, kwargs in ((prefix + m.info.name, {}), (prefix + m.info.name + MASKED_SUFFIX, {"mask": mask})):
+            scores[name] = m(pred, target, **kwargs).float().cpu()
+            reasons = m.item_failures()
+            if failures is not None and any(reasons):
+                failures[name] = reasons

@@ -38,6 +38,11 @@ INSTALL_HINT = "install the faces extra: pip install 'gan-inversion-bench[faces]
 DETECT_MIN_SIDE = 400
 """Images are upsampled (dlib's pyramid, x2 per step) until their side reaches this before detection:
 dlib's HOG detector finds faces of about 80 px and larger, so small benchmark images need it."""
+DETECT_MIN_UPSAMPLE = 1
+"""Pyramid steps at least: dlib's documented usage (``detector(img, 1)`` in its examples) and the FFHQ-style
+alignment scripts of pSp, e4e and HyperStyle upsample once. The landmark fit depends on the face box it
+starts from (up to 16 px apart on grace_hopper.jpg between 0 and 1 steps), so aligning like them means
+detecting like them (scripts/ffhq_align_reference.py)."""
 TRANSFORM_SIZE = 4096
 """The recipe's intermediate resampling size (``transform_size`` in ``recreate_aligned_images``)."""
 
@@ -103,8 +108,8 @@ def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def upsample_steps(side: int, min_side: int = DETECT_MIN_SIDE) -> int:
-    """Pyramid steps of dlib (x2 each) that bring an image side of ``side`` px to at least ``min_side``."""
-    steps = 0
+    """Pyramid steps of dlib (x2 each): at least one, more until ``side`` px reach ``min_side`` (at most 4)."""
+    steps = DETECT_MIN_UPSAMPLE
     while side * 2**steps < min_side and steps < 4:
         steps += 1
     return steps

@@ -2,8 +2,13 @@
 
 Tolerances (stated in docs/VERIFICATION.md): a photo rotated by up to 30 degrees and shifted by up to 60 px
 is aligned to a crop whose centre is within 1.5 px of the rotated/shifted original crop centre, whose angle is
-within 2 degrees of the original's plus the rotation, and whose side is within 3 %. Measured worst case:
-0.9 px, 1.8 degrees (at 30 degrees), 2.1 %.
+within 2 degrees of the original's plus the rotation, and whose side is within 3 %. Measured worst case
+(detection upsampled once, as dlib's examples do): 0.63 px, 1.0 degree (at 30 degrees), 0.53 %.
+
+Against the published FFHQ recipe (``scripts/ffhq_align_reference.py``: dlib's example usage for the
+landmarks, the recipe's steps written from its description): landmarks, crop quad and aligned image are
+identical (0 px, 0 grey levels; tolerances 0 px, 1e-9 px and 1 grey level) on grace_hopper.jpg, the
+astronaut and variants that run the shrink and the padding steps.
 """
 
 import numpy as np
@@ -121,7 +126,7 @@ def test_aligned_image_is_the_same_face_whatever_the_pose(astronaut):
     a = align_photo(astronaut, 128, transform_size=512).image.astype(float)
     b = align_photo(place(astronaut, -20, (30, 30))[0], 128, transform_size=512).image.astype(float)
     other = align_photo(np.ascontiguousarray(astronaut[:, ::-1]), 128, transform_size=512).image.astype(float)
-    assert np.abs(a - b).mean() < 8  # grey levels of 255, measured 3.5
+    assert np.abs(a - b).mean() < 8  # grey levels of 255, measured 4.2
     assert np.abs(a - b).mean() < np.abs(a - other).mean()
 
 
@@ -215,3 +220,47 @@ def test_unavailable_reason_names_the_extra(monkeypatch):
 def test_cropquad_is_a_value():
     q = CropQuad((1.0, 2.0), (3.0, 0.0), (0, 0), (1, 0), (0, 1), (1, 1))
     assert q.size == 6.0 and q.angle == 0.0
+
+
+# ---- against the published FFHQ recipe (scripts/ffhq_align_reference.py) --------------------------------
+
+@pytest.fixture(scope="module")
+def reference():
+    """The independent reference script, imported from its path (scripts/ is not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "ffhq_align_reference.py"
+    spec = importlib.util.spec_from_file_location("ffhq_align_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def reference_photos(reference):
+    return reference.photos()
+
+
+@needs_faces
+@pytest.mark.parametrize("name,size", [("grace_hopper", 64), ("grace_hopper", 256), ("astronaut", 256),
+                                       ("grace_rot20", 64), ("grace_edge", 64)])
+def test_alignment_matches_the_published_ffhq_recipe(reference, reference_photos, name, size):
+    """Landmarks, crop quad and aligned image against dlib's example usage + the FFHQ recipe written from its
+    description (no code shared). grace_hopper at 64 px runs the shrink step, grace_edge the padding step."""
+    result = reference.compare(reference_photos[name], size, 4 * size)
+    assert reference.within_tolerance(result) == [], result
+    assert result["shrink"] == (2 if size == 64 and name != "astronaut" else 1)
+    assert result["padded"] == (name == "grace_edge")
+
+
+@needs_faces
+def test_reference_comparison_can_fail(reference, reference_photos):
+    """The comparison notices a crop that is off by a pixel (so its zero differences mean something)."""
+    photo = reference_photos["astronaut"]
+    lm, _ = reference.dlib_example_landmarks(photo)
+    moved = reference.ffhq_quad(lm + [1.0, 0.0])
+    assert np.abs(moved - reference.ffhq_quad(lm)).max() == pytest.approx(1.0)
+    img, _ = reference.ffhq_align(photo, moved, 64, 256)
+    ref, _ = reference.ffhq_align(photo, reference.ffhq_quad(lm), 64, 256)
+    assert np.abs(img.astype(int) - ref.astype(int)).max() > reference.TOLERANCES["image_same_quad_max"]
