@@ -21,6 +21,7 @@ from bench.data import Item
 from bench.data.images import save_image
 from bench.data.sets import safe_name
 from bench.editing import consistency_scores, edit_scores
+from bench.features import write_batch_features
 from bench.metrics import MASKED_SUFFIX, Metric
 from bench.prepare import Prepared, stable_seed
 from bench.results import BatchRecord, RunStore
@@ -147,6 +148,9 @@ def run_batch(prep: Prepared, store: RunStore, method: Method, units: Sequence[U
     edited, consistency = _edit_scores(prep, store, method, units, inv, masks, ok, scores, metric_failed)
     per_unit = [{name: values[i] for name, values in scores.items()} | consistency.get(i, {})
                 for i in range(len(units))]
+    # the distribution metrics' features, written before the runner commits this batch's journal entry
+    write_batch_features(prep, store, method.name, units, torch.where(ok[:, None, None, None], inv.images, targets),
+                         targets, ok)
     return _record(prep, store, method, units, inv, targets, failed, per_unit, edited, seeds, seconds, sample_ids,
                    metric_failed)
 

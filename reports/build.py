@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from reports import figures, plots
+from reports.distribution import write_distribution
 from reports.edit_figure import edit_columns, edit_figure
 from reports.pooling import PoolPlan, plan_pooling, repeated_rows
 from reports.rundir import MetricInfo, read_config, read_sample_index, read_versions
@@ -209,6 +210,9 @@ def write_report(run_dirs: Sequence[str | Path] | str | Path, out_dir: str | Pat
             if written is not None:
                 paths[file_name] = written
     paths.update(_write_figures(dirs, names, out, df, edit_item))
+    dist_path, dist_md = write_distribution(dirs, out, names, pool=plan.pooled)  # FID/KID from feature sidecars
+    if dist_path is not None:
+        paths["distribution.csv"] = dist_path
     figure_md = "".join(f"![{k}]({k})\n\n" for k in paths if k.endswith(".png"))
     md = (
         "# Benchmark report\n\n"
@@ -217,6 +221,7 @@ def write_report(run_dirs: Sequence[str | Path] | str | Path, out_dir: str | Pat
         + to_markdown(summary, info)
         + _failed_section(df)
         + _timing_section(dirs, names, plan.pooled)
+        + dist_md
         + ("## Figures\n\n" + figure_md if figure_md else "")
     )
     paths["table.md"] = _write_text(out / "table.md", md)

@@ -12,6 +12,40 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _hide_perceptual_extra():
+    """Switch the ``perceptual`` extra (effnet-lpips, the distribution features) off in every test by default.
+
+    Its EfficientNet pass at 224 px on every batch would make each run in the tests several times slower and
+    change their fixed metric sets. An environment variable, so that runs in child processes see it too; tests
+    of the network itself use ``real_perceptual_extra``.
+    """
+    import os
+
+    from bench.metrics.effnet import OFF_ENV
+
+    old = os.environ.get(OFF_ENV)
+    os.environ[OFF_ENV] = "1"
+    yield
+    if old is None:
+        os.environ.pop(OFF_ENV, None)
+    else:
+        os.environ[OFF_ENV] = old
+
+
+@pytest.fixture(scope="module")
+def real_perceptual_extra():
+    """The installed ``perceptual`` extra, switched on for the tests of a module."""
+    import os
+
+    from bench.metrics.effnet import OFF_ENV
+
+    old = os.environ.pop(OFF_ENV, None)
+    yield
+    if old is not None:
+        os.environ[OFF_ENV] = old
+
+
 @pytest.fixture(scope="session")
 def device():
     """Tests run on the CPU unless BENCH_TEST_DEVICE says otherwise."""

@@ -18,6 +18,7 @@ from bench.metrics.base import (
     list_metrics,
     register_metric,
 )
+from bench.metrics.effnet import EffNetLPIPSMetric  # noqa: F401  (registers effnet-lpips)
 from bench.metrics.identity import IDENTITY_INFO, IdentityMetric
 from bench.metrics.lpips_metric import (
     BACKBONE_FILES,

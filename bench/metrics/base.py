@@ -22,7 +22,7 @@ from bench.data.images import check_images, describe_tensor
 MASKED_SUFFIX = "@valid"
 """Suffix under which the runner records a metric computed over the valid (masked) pixels only."""
 
-DEFAULT_METRICS: tuple[str, ...] = ("mse", "psnr", "ssim", "lpips-alex", "lpips-vgg")
+DEFAULT_METRICS: tuple[str, ...] = ("mse", "psnr", "ssim", "lpips-alex", "lpips-vgg", "effnet-lpips")
 
 LPIPS_NETS: tuple[str, ...] = ("alex", "vgg")
 
@@ -262,7 +262,7 @@ def build_metrics(names: Sequence[str] | None, *, device: str | torch.device,
     """Build metrics by name, in the order given.
 
     Args:
-        names: Registry names; ``None`` builds the defaults (mse, psnr, ssim, lpips-alex, lpips-vgg).
+        names: Registry names; ``None`` builds the defaults (mse, psnr, ssim, lpips-alex, lpips-vgg, effnet-lpips).
         device: Device for metrics that hold networks (LPIPS).
         lpips_weights: Optional backbone weight files keyed by LPIPS net, ``{"alex": PATH, "vgg": PATH}``.
 

@@ -38,7 +38,7 @@ def lpips_files(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def metrics(lpips_files):
+def metrics(lpips_files, real_perceptual_extra):
     built = build_metrics(NAMES, device="cpu", lpips_weights=lpips_files)
     return {m.info.name: m for m in built}
 
