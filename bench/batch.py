@@ -25,8 +25,9 @@ from bench.features import write_batch_features
 from bench.metrics import MASKED_SUFFIX, Metric
 from bench.prepare import Prepared, stable_seed
 from bench.results import BatchRecord, RunStore
+from bench.targets import make_targets
 from methods import Inversion, Method
-from transforms import TransformParams, apply_transform
+from transforms import TransformParams
 
 EMPTY_REGION = "the transform leaves no valid pixel (the valid region is empty)"
 
@@ -110,13 +111,18 @@ def concat(parts: list[Inversion]) -> Inversion:
                      tuple(f for p in parts for f in p.failed), first.info)
 
 
-def warp_batch(units: Sequence[Unit], device: torch.device):
-    """Targets and masks of a batch: transformed by each unit's parameters, or a made set's stored warp."""
-    images = torch.stack([u.item.image for u in units]).to(device)
+def warp_batch(units: Sequence[Unit], device: torch.device, resample: str = "bilinear"):
+    """Targets, masks and their records of a batch: made by ``bench.targets``, or a made set's stored warp.
+
+    Returns (targets, masks, per unit ``{"target": how it was made, "hf_ratio": ...}`` or None for a made set).
+    """
     if units[0].params is None:  # items of a made set arrive already transformed, with their masks
-        return images, torch.stack([u.item.mask for u in units]).to(device)
-    warped = apply_transform(images, [u.params for u in units])
-    return warped.image, warped.mask
+        images = torch.stack([u.item.image for u in units]).to(device)
+        return images, torch.stack([u.item.mask for u in units]).to(device), None
+    made = make_targets([u.item for u in units], [u.params for u in units], device, resample)
+    ratios = made.hf_ratio.tolist()
+    notes = [{"target": how, "hf_ratio": round(float(r), 4)} for how, r in zip(made.made, ratios, strict=True)]
+    return made.image, made.mask, notes
 
 
 def failures(inv: Inversion, masks: torch.Tensor) -> list[str | None]:
@@ -131,7 +137,7 @@ def run_batch(prep: Prepared, store: RunStore, method: Method, units: Sequence[U
               sample_ids: set[str]) -> BatchRecord:
     """Transform, invert, score and save one batch of one method's units; returns the record to commit."""
     dev = prep.device
-    targets, masks = warp_batch(units, dev)
+    targets, masks, notes = warp_batch(units, dev, prep.config.resample)
     seeds = [u.seed(method.name) for u in units]
     start = time.perf_counter()
     inv = concat(invert_adaptive(method, targets, prep, seeds))
@@ -152,7 +158,7 @@ def run_batch(prep: Prepared, store: RunStore, method: Method, units: Sequence[U
     write_batch_features(prep, store, method.name, units, torch.where(ok[:, None, None, None], inv.images, targets),
                          targets, ok)
     return _record(prep, store, method, units, inv, targets, failed, per_unit, edited, seeds, seconds, sample_ids,
-                   metric_failed)
+                   metric_failed, notes)
 
 
 def _edit_scores(prep, store, method, units, inv, masks, ok, scores, metric_failed) -> tuple[dict, dict[int, dict]]:
@@ -213,7 +219,7 @@ def aligned_inversion(prep: Prepared, store: RunStore, method: Method, items: li
 
 
 def _record(prep, store, method, units, inv, targets, failed, per_unit, edited, seeds, seconds,
-            sample_ids, metric_failed=None) -> BatchRecord:
+            sample_ids, metric_failed=None, notes=None) -> BatchRecord:
     """Save latents and samples of the batch and gather its rows (nothing is committed here).
 
     ``metric_failed``: per metric, per unit, why that metric has no value for an otherwise ok unit (a row of
@@ -234,7 +240,8 @@ def _record(prep, store, method, units, inv, targets, failed, per_unit, edited, 
             extra = [(f"{method.name} {label}", img[i]) for label, img in edited.items()]
             record.samples += save_samples(store, u.item.id, u.label, method.name, targets[i], inv.images[i], extra)
         params = dict(u.item.transform or {}) if u.params is None else u.params.to_dict()
-        record.transforms.append({"item": u.item.id, "transform": u.label, "params": json.dumps(params)})
+        record.transforms.append({"item": u.item.id, "transform": u.label, "params": json.dumps(params)}
+                                 | (notes[i] if notes else {}))
     counts = Counter(u.label for u in units)
     record.timing = [{"method": method.name, "transform": label, "items": k,
                       "seconds": round(seconds * k / len(units), 4)} for label, k in counts.items()]

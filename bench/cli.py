@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -63,12 +64,16 @@ def main() -> None:
               help="Also run the untransformed images as a baseline.  [default: identity]")
 @click.option("--fill", type=click.Choice(["reflection", "zeros", "border"]), default=None,
               help=f"Border fill of the transforms.  [default: {DEFAULTS.fill}]")
+@click.option("--resample", type=click.Choice(["bilinear", "bicubic", "lanczos3"]), default=None,
+              help="How image sources are warped (lanczos3: band-limited); procedural faces are rendered "
+              f"transformed instead.  [default: {DEFAULTS.resample}]")
 @click.option("--generator", default=None, help="Generator checkpoint: rosinality or pSp/e4e .pt, NVIDIA "
               "StyleGAN2-ADA .pkl, genforce .pth (StyleGAN2, StyleGAN v1), .safetensors (bench zoo inspect FILE). "
               "[default: the embedded world]")
 @click.option("--data", default=None, help="synthetic:N, folder:PATH, celebahq:PATH[,split=FILE], lsun:PATH, "
               "set:PATH, procfaces:N.  [default: procfaces (held-out faces)]")
-@click.option("--n", type=click.IntRange(min=1), default=None, help="Number of items (seeded subset).")
+@click.option("--n", "--items", "n", type=click.IntRange(min=1), default=None,
+              help="Number of items (seeded subset); --items is the same option (torchrun's parser takes --n).")
 @click.option("--seed", type=int, default=None, help=f"Master seed.  [default: {DEFAULTS.seed}]")
 @click.option("--steps", type=click.IntRange(min=0), default=None, help="Optimisation steps for every method.")
 @click.option("--profile", type=click.Choice(["auto", *PROFILES]), default=None,
@@ -125,7 +130,8 @@ def run(config_file: str | None, dry_run: bool, quiet: bool, params: tuple[str, 
         run_dir = run_api(config, progress=not quiet, log=lambda m: click.echo(m, err=True))
     except (ValueError, OSError) as err:
         _fail(err)
-    click.echo(f"results written to {run_dir}  (next: bench report {run_dir})")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the job
+        click.echo(f"results written to {run_dir}  (next: bench report {run_dir})")
 
 
 @main.command()
@@ -203,6 +209,8 @@ def _latest_run() -> Path:
 @click.option("--protocol", default=None, help="Named transform grid.")
 @click.option("--identity/--no-identity", "include_identity", default=None, help="Include untransformed copies.")
 @click.option("--fill", type=click.Choice(["reflection", "zeros", "border"]), default=None)
+@click.option("--resample", type=click.Choice(["bilinear", "bicubic", "lanczos3"]), default=None,
+              help="How image sources are warped; procedural faces are rendered transformed.")
 @click.option("--generator", default=None, help="Generator (for synthetic: data and the resolution).")
 @click.option("--n", type=click.IntRange(min=1), default=None, help="Number of items.")
 @click.option("--seed", type=int, default=None, help="Master seed.")
@@ -395,7 +403,7 @@ def zoo_pnorm_stats(generator: str, out: str, samples: int, device: str) -> None
 
 
 @main.command("train-encoder")
-@click.argument("method", type=click.Choice(["fwplus8", "fwplus16", "idinvert", "psp"]))
+@click.argument("method", type=click.Choice(["fwplus4", "fwplus8", "fwplus16", "idinvert", "psp"]))
 @click.option("--generator", required=True, help="Generator checkpoint (.pt rosinality or pSp/e4e, .safetensors).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Encoder file to write (.safetensors).")
 @click.option("--data", default=None, help="Real images for the recipes that need them (idinvert, psp): "
@@ -409,6 +417,9 @@ def zoo_pnorm_stats(generator: str, out: str, samples: int, device: str) -> None
               help="Stop this call after M minutes (the same command resumes).  [default: no limit]")
 @click.option("--width", type=click.IntRange(min=1), default=None,
               help="Encoder width (scales the architecture).  [default: published: 128 F/W+, 64 IDinvert and pSp]")
+@click.option("--head-width", type=click.IntRange(min=1), default=None,
+              help="F/W+: width of the encoder's last two convolutions.  [default: the base code's channels, "
+              "as BDInvert's encoder_simple]")
 @click.option("--work", default=None, help="Checkpoint folder (resumed if present).  [default: OUT.work]")
 @click.option("--perceptual", type=click.Choice(["auto", "lpips-vgg", "lpips-alex", "none"]), default="auto",
               help="Perceptual loss (LPIPS needs its backbone weights; auto falls back to none).")

@@ -153,7 +153,7 @@ def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Prepared:
     device = resolve_device(config.device)
     config = resolve(config, device_type=device.type)
     check_names(config)
-    config = replace(config, method_params=method_params(config))
+    config = replace(config, method_params=world_proportions(config, method_params(config)))
     methods = expand_method_names(config.methods)
     if config.generator:
         generator = load_generator_file(config.generator)  # also a pSp/e4e checkpoint's decoder
@@ -226,9 +226,41 @@ def is_world(config: RunConfig) -> bool:
     return config.generator is None or config.generator == WORLD256
 
 
+# On the 256 px world the F/W+ presets take BDInvert's proportions rather than their absolute sizes: the
+# paper's 16x16 base code is 1/64 of a 1024 px side, so fwplus16 runs a 4x4 code there (1/64 of 256 px). The
+# paper's 8x8 (1/128) would need a 2x2 code, which a StyleGAN2 starting at 4x4 does not have.
+WORLD_BASE_RES = {WORLD256: {"fwplus16": 4}}
+WORLD_BASE_MISSING = {WORLD256: {"fwplus8": "the paper's 8x8 proportion (1/128 of the side) needs a 2x2 base code, "
+                                            "and the 256 px world starts at 4x4"}}
+
+
+def world_proportions(config: RunConfig, params: dict[str, dict]) -> dict[str, dict]:
+    """``params`` with the world's base-code size for each F/W+ preset that has one (a given base_res wins).
+
+    Raises:
+        ValueError: for a preset whose paper proportion this world cannot hold (naming the alternative).
+    """
+    sizes, missing = WORLD_BASE_RES.get(config.generator, {}), WORLD_BASE_MISSING.get(config.generator, {})
+    out = {k: dict(v) for k, v in params.items()}
+    for name in expand_method_names(config.methods):
+        if name in sizes:
+            out.setdefault(name, {}).setdefault("base_res", sizes[name])
+        elif name in missing and "base_res" not in out.get(name, {}):
+            raise ValueError(f"--methods {name} on --generator {config.generator}: {missing[name]}; run fwplus16 "
+                             f"(4x4 here, the paper's 16x16 proportion) or set --param {name}.base_res=S "
+                             "(the report states its fraction)")
+    return out
+
+
 def world_encoder_asset(name: str, config: RunConfig) -> str:
-    """The zoo name of a world's encoder for method ``name`` (``fwplus16_encoder``, ``fwplus4_encoder_world256``)."""
-    return f"{name}_encoder" + ("" if config.generator is None else f"_{WORLD256}")
+    """The zoo name of a world's encoder for method ``name`` (``fwplus16_encoder``, ``fwplus4_encoder_world256``).
+
+    On the 256 px world an F/W+ preset's encoder is named by the base size it runs (fwplus16 runs 4x4).
+    """
+    if config.generator is None:
+        return f"{name}_encoder"
+    base = config.method_params.get(name, {}).get("base_res")
+    return (f"fwplus{base}" if base is not None and name.startswith("fwplus") else name) + f"_encoder_{WORLD256}"
 
 
 def method_resources(preset, prep: Prepared) -> dict:
@@ -258,6 +290,7 @@ def _check_encoder_fits(name: str, encoder, prep: Prepared, path) -> None:
     blank = torch.zeros(2, 3, prep.generator.resolution, prep.generator.resolution, device=prep.device)
     probe = {"steps": 0} | ({"pnorm_weight": 0.0} if "pnorm_weight" in typing.get_type_hints(
         get_preset(name).cls.Params) else {})  # no P-norm+ statistics needed for the check
+    probe |= {k: v for k, v in prep.config.method_params.get(name, {}).items() if k == "base_res"}
     try:
         with torch.no_grad():
             build_method(name, probe, encoder=encoder).invert(blank, prep.generator, seeds=[0, 1],

@@ -5,7 +5,7 @@ checks that it equals the registries, and SOURCES (the digest of the modules it 
 it ignored once one of them changes.
 """
 
-SOURCES = '28445d1d6f94a2e94b971cdfb30aadcbfc6a486d9d3814a9a5b0dc66aeb8e3e2'
+SOURCES = '670c81c51b4377accab7c004b988a7aa2d97720e2beaeb16967d22072adb7565'
 
 METHODS = {'im2s': {'latent_space': 'W+',
           'steps': 5000,
@@ -71,6 +71,13 @@ METRICS = {'attrnet-lpips': {'higher_is_better': False,
                                   'procedural faces, not ImageNet; unit-normalised features of 4 stages, '
                                   'equal weights, at 64 px)',
                    'default': 'world'},
+ 'effnet-lpips': {'higher_is_better': False,
+                  'description': 'LPIPS-style distance over EfficientNet-Lite0 with its real ImageNet '
+                                 'weights (a network no method optimises; no learned lin layers: equal '
+                                 'weights over 5 stages, unit-normalised features) on images resized to '
+                                 "224x224 (bilinear, antialias); masked: each stage's map averaged with the "
+                                 'valid fraction of its cells',
+                  'default': 'all runs'},
  'identity': {'higher_is_better': True,
               'description': "identity similarity: cosine of dlib's 128-D face-recognition ResNet embeddings "
                              '(dlib_face_recognition_resnet_model_v1, no jitter) of reconstruction and '

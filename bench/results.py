@@ -6,7 +6,8 @@ Layout (read by ``reports``, which never touches the models)::
     RUN_DIR/versions.json      packages, git commit, device, date, generator/perceptual/data descriptions
     RUN_DIR/metrics.json       per metric: higher_is_better, range, description, available, reason
     RUN_DIR/results.csv        item, method, transform, seed, metric, value, status  (one row per metric)
-    RUN_DIR/transforms.csv     item, transform, params (JSON: angle, translation, scale, matrix, fill)
+    RUN_DIR/transforms.csv     item, transform, params (JSON: angle, translation, scale, matrix, fill),
+                               target (how it was made: render, bilinear, lanczos3, ...), hf_ratio
     RUN_DIR/timing.csv         method, transform, items, seconds
     RUN_DIR/latents/METHOD/TRANSFORM/ITEM.pt   (ITEM made file-name safe)
     RUN_DIR/samples/index.csv  item, transform, kind, path   (+ the PNGs)
@@ -41,7 +42,7 @@ from bench.data.sets import safe_name
 from bench.runlock import RunLock, remove_stale_temporaries
 
 RESULT_COLUMNS = ("item", "method", "transform", "seed", "metric", "value", "status")
-TRANSFORM_COLUMNS = ("item", "transform", "params")
+TRANSFORM_COLUMNS = ("item", "transform", "params", "target", "hf_ratio")
 TIMING_COLUMNS = ("method", "transform", "items", "seconds")
 SAMPLE_COLUMNS = ("item", "transform", "kind", "path")
 JOURNAL = "journal"

@@ -35,6 +35,7 @@ from reports.tables import (
     to_markdown,
     write_csv,
 )
+from reports.targets import targets_line
 
 EDIT_FIGURE_KINDS = ("psnr", "consistency-psnr", "attr-gain", "attr-drift")
 
@@ -92,6 +93,8 @@ def _runs_section(dirs: Sequence[Path], names: Sequence[str], plan: PoolPlan | N
             + (f"  - data: {_one_line(v.get('data'))}\n" if v.get("data") else "")
             + (f"  - settings: {settings}\n" if settings else "")
             + "".join(f"  - {_md_escape(line)}\n" for line in method_settings_lines(run_dir))
+            + (f"  - targets (how made, high-frequency energy vs aligned): {_md_escape(made)}\n"
+               if (made := targets_line(run_dir)) else "")
         )
     note = plan.note() if plan is not None else ""
     return "".join(out) + "\n" + (f"{_md_escape(note)}\n\n" if note else "")

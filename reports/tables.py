@@ -176,7 +176,8 @@ def method_settings(run_dir: str | Path) -> dict[str, str]:
         hyper = ", ".join([f"steps {_setting(steps)}", *(f"{k} {_setting(v)}" for k, v in params.items())])
         perceptual = _setting(entry.get("perceptual")).split(":", 1)[0]
         out[str(name)] = (f"{hyper}; perceptual {perceptual}; precision {_setting(entry.get('precision'))}, "
-                          f"batch {_setting(entry.get('batch_size'))}")
+                          f"batch {_setting(entry.get('batch_size'))}"
+                          + (f"; base code {entry['base_code']}" if entry.get("base_code") else ""))
     return out
 
 

@@ -71,9 +71,9 @@ def main() -> None:
             row[f"{kind}_s"] = round(time.time() - t0, 1)
         print(json.dumps(row), flush=True)
         out["rows"].append(row)
-    if a.out:
-        with open(a.out, "w") as fh:
-            json.dump(out, fh, indent=2)
+        if a.out:  # after every method, so that a cut-off run keeps what it finished
+            with open(a.out, "w") as fh:
+                json.dump(out, fh, indent=2)
 
 
 if __name__ == "__main__":

@@ -36,9 +36,12 @@ if [ "$WHAT" = world256 ]; then
   install fwplus4_encoder_world256 "bench train-encoder fwplus4 --generator world256 --out OUT --minutes $ENC_MIN --width 8 --head-width 32"
   python3 scripts/capacity_probe.py --generator world256 --methods fwplus4,w --n 10 \
     --out "$OUTDIR/probe_world256.json" 2>&1 | tail -4
-elif [ "$WHAT" = probe64 ]; then
-  python3 scripts/capacity_probe.py --methods fwplus16,fwplus8,w --n 10 \
-    --out "$OUTDIR/probe_world64.json" 2>&1 | tail -5
+elif [ "$WHAT" = probes ]; then  # the 64 px world, then the 256 px world (fwplus16 runs 4x4 there)
+  N=$2
+  python3 scripts/capacity_probe.py --methods fwplus16,fwplus8,w --n "$N" \
+    --out "$OUTDIR/probe_world64.json" 2>&1 | grep '^{'
+  python3 scripts/capacity_probe.py --generator world256 --methods fwplus16,w --n "$N" \
+    --out "$OUTDIR/probe_world256.json" 2>&1 | grep '^{'
 elif [ "$WHAT" = protocol256 ]; then
   LIMIT=$2; N=$3
   start=$(date +%s)
