@@ -151,7 +151,7 @@ def run_batch(prep: Prepared, store: RunStore, method: Method, units: Sequence[U
     metric_failed: dict[str, list[str | None]] = {}
     scores = score(prep.metrics, torch.where(ok[:, None, None, None], inv.images, targets), targets, masks,
                    metric_failed)
-    edited, consistency = _edit_scores(prep, store, method, units, inv, masks, ok, scores, metric_failed)
+    edited, consistency = _edit_scores(prep, store, method, units, inv, masks, ok, scores, metric_failed, targets)
     per_unit = [{name: values[i] for name, values in scores.items()} | consistency.get(i, {})
                 for i in range(len(units))]
     # the distribution metrics' features, written before the runner commits this batch's journal entry
@@ -161,7 +161,8 @@ def run_batch(prep: Prepared, store: RunStore, method: Method, units: Sequence[U
                    metric_failed, notes)
 
 
-def _edit_scores(prep, store, method, units, inv, masks, ok, scores, metric_failed) -> tuple[dict, dict[int, dict]]:
+def _edit_scores(prep, store, method, units, inv, masks, ok, scores, metric_failed,
+                 targets=None) -> tuple[dict, dict[int, dict]]:
     """Editing metrics into ``scores`` (all units); per-image metric failures into ``metric_failed``.
 
     Returns the edited images and, per index of a transformed unit, its consistency scores.
@@ -172,7 +173,7 @@ def _edit_scores(prep, store, method, units, inv, masks, ok, scores, metric_fail
     items = [u.item for u in units]
     latents = torch.stack([it.latent for it in items]) if all(it.latent is not None for it in items) else None
     edit_sc, edited = edit_scores(method, inv, prep.generator, prep.edits, prep.metrics, latents, params, masks,
-                                  ok, prep.attribute_net, prep.attributes, failures=metric_failed)
+                                  ok, prep.attribute_net, prep.attributes, failures=metric_failed, sources=targets)
     scores.update(edit_sc)
     first = prep.specs[0] if prep.specs else None
     if params is None or first is None or not first.is_identity:

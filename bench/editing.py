@@ -11,7 +11,11 @@ For every inverted batch and every (direction, strength) the method's ``edit`` i
    strength so that higher is better (``edit[LABEL]/attr-gain``), and the mean absolute change of the other
    attributes (``edit[LABEL]/attr-drift``, lower is better).
 
-Not yet measured (issue #6): consistency between the edit of T(x) and T(edit of x).
+3. **Identity preservation** (face runs with the identity metric): the face-recognition similarity of the
+   edit to its source image, the method's input (``edit[LABEL]/source-identity``), as pSp, e4e and
+   HyperStyle report it; an image without a detected face is a failed row with the reason, never dropped.
+
+Consistency between the edit of T(x) and T(edit of x) is scored by :func:`consistency_scores`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from bench.edits import parse_edit_spec, resolve_direction
 from bench.metrics import MASKED_SUFFIX, Metric
 from methods import EditDirection, Inversion, Method
 from transforms import TransformParams, apply_transform
+
+SOURCE_IDENTITY = "source-identity"
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,12 @@ def metric_entries(jobs: Sequence[EditJob], metrics: Sequence[Metric], with_attr
                 out[metric_name(job, m.info.name + suffix)] = {
                     **entry, "description": f"edit {job.label} vs the ground-truth edit T(G(w + a n)) "
                                             f"(synthetic sources only): {m.info.description}{where}"}
+        for m in metrics:
+            if m.info.name == "identity":
+                out[metric_name(job, SOURCE_IDENTITY)] = {
+                    "higher_is_better": True, "range": list(m.info.value_range), "available": m.available,
+                    "reason": m.reason, "description": f"edit {job.label} vs its source image (the method's input): "
+                                                       f"{m.info.description}"}
         if with_attributes:
             out[metric_name(job, "attr-gain")] = {
                 "higher_is_better": True, "range": [-1.0, 1.0], "available": True, "reason": "",
@@ -86,7 +98,8 @@ def _ground_truth(job: EditJob, latents: torch.Tensor, generator, params: list[T
 def edit_scores(method: Method, inv: Inversion, generator, jobs: Sequence[EditJob], metrics: Sequence[Metric],
                 latents: torch.Tensor | None, params: list[TransformParams] | None, mask: torch.Tensor,
                 ok: torch.Tensor, attribute_net=None, attributes: Sequence[str] = (),
-                failures: dict[str, list[str | None]] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+                failures: dict[str, list[str | None]] | None = None,
+                sources: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], dict]:
     """Editing metrics name -> (N,) on the CPU, and the edited images per job label (for samples).
 
     ``ok`` (N,) marks the images whose inversion succeeded; failed ones are scored on a stand-in (their
@@ -94,7 +107,10 @@ def edit_scores(method: Method, inv: Inversion, generator, jobs: Sequence[EditJo
     ``failures``, when given, receives per editing-metric name the per-image reasons of a metric that failed
     on single images (``Metric.item_failures``: identity with no face in the ground-truth edit), so that the
     runner records those rows as failed with the reason, as it does for reconstruction rows.
+    ``sources``, when given, are the method's inputs: with an identity metric each edit is also scored
+    against its source (``edit[LABEL]/source-identity``).
     """
+    identity = next((m for m in metrics if m.info.name == "identity" and m.available), None)
     scores: dict[str, torch.Tensor] = {}
     images = {}
     with torch.no_grad():
@@ -106,6 +122,12 @@ def edit_scores(method: Method, inv: Inversion, generator, jobs: Sequence[EditJo
                 gt = _ground_truth(job, latents.to(edited.device), generator, params)
                 edited_ok = torch.where(ok[:, None, None, None], edited, gt)
                 _score_pair(metrics, metric_name(job, ""), edited_ok, gt, mask, scores, failures)
+            if identity is not None and sources is not None:
+                src = sources.to(edited.device)
+                name = metric_name(job, SOURCE_IDENTITY)
+                scores[name] = identity(torch.where(ok[:, None, None, None], edited, src), src).float().cpu()
+                if failures is not None and any(reasons := identity.item_failures()):
+                    failures[name] = reasons
             if recon_attr is not None and job.direction.name in attributes:
                 a = list(attributes).index(job.direction.name)
                 delta = torch.sigmoid(attribute_net(edited))[:, : len(attributes)] - recon_attr

@@ -223,3 +223,33 @@ def test_run_records_identity_failures_per_method_and_transform(photos, dlib_dir
         assert (r.n_failed, r.n) == (expected[r.transform], 3 - expected[r.transform]), r
     md = (tmp_path / "report" / "table.md").read_text()
     assert f"{expected['identity']} failed, {3 - expected['identity']} ok" in md
+
+
+def test_edit_identity_against_its_source(photos, tiny_generator, tmp_path):
+    """edit[...]/source-identity: an edit that returns its source scores 1, another person lower, and a
+    source without a face is a failed row with the reason (detection on the source, as for targets)."""
+    from bench.editing import SOURCE_IDENTITY, edit_jobs, edit_scores, metric_entries, metric_name
+    from bench.metrics import build_metrics
+    from methods import Inversion
+
+    faces = aligned(photos, 64)
+    sources = torch.cat([tensor(faces["grace"], faces["grace"]), torch.full((1, 3, 64, 64), -1.0)])
+    edits = tensor(faces["grace"], faces["astronaut"], faces["grace"])
+
+    class EditReturns:  # the only part of a Method that edit_scores calls
+        def edit(self, inv, generator, direction, strength):
+            return edits
+
+    gen = tiny_generator
+    np.save(tmp_path / "d.npy", np.ones(gen.w_dim, dtype=np.float32))
+    jobs = edit_jobs([f"{tmp_path / 'd.npy'}:2"], gen)
+    inv = Inversion("stub", {}, sources, torch.zeros(3), (None,) * 3)
+    metrics = build_metrics(["identity"], device="cpu")
+    failures = {}
+    scores, _ = edit_scores(EditReturns(), inv, gen, jobs, metrics, None, None, torch.ones(3, 1, 64, 64),
+                            torch.ones(3, dtype=torch.bool), failures=failures, sources=sources)
+    name = metric_name(jobs[0], SOURCE_IDENTITY)
+    value = scores[name]
+    assert abs(value[0].item() - 1.0) < 1e-6 and value[1] < 0.95 and torch.isnan(value[2])
+    assert failures[name][:2] == [None, None] and failures[name][2].startswith("no face detected")
+    assert metric_entries(jobs, metrics, with_attributes=False)[name]["higher_is_better"] is True
