@@ -73,7 +73,7 @@ def live_registry() -> dict[str, Any]:
     methods = {p.name: {"latent_space": p.latent_space, "steps": p.default_steps,
                         "gpu_auto": resolve_accel("auto", cuda, tested=p.gpu_precisions).precision,
                         "needs_encoder": p.needs_encoder, "supports_editing": p.supports_editing,
-                        "description": p.description} for p in list_presets()}
+                        "description": p.description, "params": base.param_kinds(p.name)} for p in list_presets()}
     def default(name: str) -> str:
         return "all runs" if name in DEFAULT_METRICS else "world" if name == world.NAME else "-"
 
@@ -118,6 +118,20 @@ def expand_method_names(names: str | Sequence[str]) -> list[str]:
     if not out:
         raise ValueError("no method given; use e.g. --methods im2s,w")
     return out
+
+
+def check_overrides(name: str, overrides: dict[str, Any]) -> None:
+    """``methods.base.check_overrides`` on the snapshot's parameter kinds (same messages, no torch)."""
+    from methods.overrides import check_params
+
+    check_params(name, overrides, snapshot()["methods"][name]["params"])
+
+
+def check_method_params(methods: str, method_params: dict[str, Any]) -> None:
+    """The ``--param`` checks of ``bench.prepare.method_params`` on the snapshot."""
+    from methods.overrides import resolve_method_params
+
+    resolve_method_params(methods, method_params, expand_method_names, check_overrides)
 
 
 def check_metric_names(names: Sequence[str]) -> None:

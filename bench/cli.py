@@ -46,6 +46,10 @@ def _check_names_fast(config: RunConfig) -> None:
     from bench.dataspec import check_data_options
 
     check_names(config.methods, config.transforms, config.protocol, config.metrics)
+    if config.method_params:
+        from bench.choices import check_method_params
+
+        check_method_params(config.methods, config.method_params)
     check_data_options(config, DEFAULTS)
 
 

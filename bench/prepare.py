@@ -27,6 +27,7 @@ from bench.world.defaults import default_data_spec, default_generator
 from bench.world.perceptual import NAME as WORLD_METRIC
 from methods import build_method, expand_method_names, get_preset
 from methods.base import check_overrides
+from methods.overrides import resolve_method_params
 from transforms import (
     FILL_MODES,
     REFERENCE_RESOLUTION,
@@ -94,32 +95,13 @@ def check_names(config: RunConfig) -> None:
 
 
 def method_params(config: RunConfig) -> dict[str, dict]:
-    """``--param`` overrides per preset, aliases expanded (a preset's own entry wins over its alias's).
+    """``--param`` overrides per preset, aliases expanded (``methods.overrides.resolve_method_params``).
 
     Raises:
         ValueError: an unknown method, a method that is not in this run, an unknown parameter or a value
             that does not fit it (``methods.base.check_overrides``), naming the ``--param`` entry.
     """
-    run = expand_method_names(config.methods)
-    out: dict[str, dict] = {}
-    for key, values in sorted(config.method_params.items(), key=lambda kv: kv[0] in run):
-        where = f"--param {key}.{next(iter(values), 'KEY') if isinstance(values, dict) else 'KEY'}"
-        try:
-            targets = expand_method_names(key)
-        except ValueError as err:
-            raise ValueError(f"{where}: {err}") from None
-        outside = [t for t in targets if t not in run]
-        if outside:
-            raise ValueError(f"{where}: method {key!r} is not among this run's methods ({', '.join(run)})")
-        if not isinstance(values, dict):
-            raise ValueError(f"{where}: expected a table of parameter values, got {values!r}")
-        for t in targets:
-            try:
-                check_overrides(t, values)
-            except ValueError as err:
-                raise ValueError(f"--param: {err}") from None
-            out[t] = out.get(t, {}) | values
-    return out
+    return resolve_method_params(config.methods, config.method_params, expand_method_names, check_overrides)
 
 
 @dataclass

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import functools
-import math
 import typing
 import warnings
 from abc import ABC, abstractmethod
@@ -21,6 +20,8 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+
+from methods.overrides import check_params, param_kind
 
 
 @contextlib.contextmanager
@@ -310,50 +311,17 @@ def check_overrides(name: str, overrides: dict[str, Any]) -> None:
 
     Every parameter's type is the one its ``Params`` field declares (a whole number for ``int``, a finite
     number for ``float``, a pair for ``tuple[float, float]``); numbers must not be negative, a learning
-    rate must be positive and Adam's betas lie in [0, 1).
+    rate must be positive and Adam's betas lie in [0, 1) (:mod:`methods.overrides`).
 
     Raises:
         ValueError: naming the method, the parameter, the value and what was expected.
     """
-    cls = get_preset(name).cls
-    hints = typing.get_type_hints(cls.Params)
-    known = sorted(hints)
-    for key, value in overrides.items():
-        if key not in hints:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"method {name!r} has no parameter {key!r}.{hint} It has {', '.join(known)}")
-        problem = _param_problem(key, value, hints[key])
-        if problem:
-            raise ValueError(f"method {name!r}: parameter {key}={value!r} {problem}")
+    check_params(name, overrides, param_kinds(name))
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _param_problem(key: str, value: Any, hint: Any) -> str | None:
-    """Why ``value`` does not fit a parameter of type ``hint`` (None if it does)."""
-    if hint is bool:
-        return None if isinstance(value, bool) else "must be true or false"
-    if hint is str:
-        return None if isinstance(value, str) else "must be text"
-    if typing.get_origin(hint) is tuple:
-        if not (isinstance(value, list | tuple) and len(value) == len(typing.get_args(hint))
-                and all(_is_number(v) for v in value)):
-            return f"must be a list of {len(typing.get_args(hint))} numbers"
-        if key == "betas" and not all(0 <= v < 1 for v in value):
-            return "must lie in [0, 1)"
-        return None
-    if hint is int and not (_is_number(value) and float(value).is_integer()):
-        return "must be a whole number"
-    if hint is float and not _is_number(value):
-        return "must be a finite number"
-    if value < 0:
-        return "must not be negative"
-    if key == "lr" and value == 0:
-        return "must be positive"
-    return None
+def param_kinds(name: str) -> dict[str, str]:
+    """Each parameter of preset ``name`` and its kind (:func:`methods.overrides.param_kind`)."""
+    return {k: param_kind(h) for k, h in typing.get_type_hints(get_preset(name).cls.Params).items()}
 
 
 def build_method(name: str, overrides: dict[str, Any] | None = None, **resources: Any) -> Method:

@@ -86,6 +86,9 @@ def test_ls_answers_without_torch(what, expect):
     (["speed", "--methods", "fwplus9"], "unknown method 'fwplus9'"),
     (["speed", "--steps", "5"], "expected LO,HI"),
     (["run", "--metric", "psnx"], "unknown metric 'psnx'"),
+    (["run", "--methods", "im2s", "--param", "im2s.lr=abc"], "parameter lr='abc' must be a finite number"),
+    (["run", "--methods", "im2s", "--param", "im2s.stepz=3"], "Did you mean 'steps'?"),
+    (["run", "--methods", "w", "--param", "fwplus.lr=1"], "not among this run's methods"),
 ])
 def test_option_errors_answer_without_torch(args, message):
     code, output, loaded = _invoke_fresh(args)
@@ -175,3 +178,27 @@ def test_fast_metric_names_match_the_registry(names):
     with pytest.raises(ValueError) as got:
         choices.check_metric_names(names)
     assert str(got.value) == expected
+
+
+@pytest.mark.parametrize("params", [
+    {"im2s": {"lr": "abc"}}, {"im2s": {"stepz": 3}}, {"w": {"lr": 0}}, {"fwplus": {"betas": [0.9, 1.0]}},
+    {"fwplus16": {"steps": 2.5}}, {"psp": {"steps": 1}}, {"im2s": {"lr": 0.02}}, {"fwplus": {"lr": 0.02}},
+])
+def test_fast_param_checks_match_the_real_ones(params):
+    """The snapshot's --param checks give the same answer and message as bench.prepare.method_params."""
+    from bench.choices import check_method_params
+    from bench.config import RunConfig
+    from bench.prepare import method_params
+
+    methods = "im2s,w,fwplus"
+    try:
+        method_params(RunConfig(methods=methods, method_params=params))
+        expected = None
+    except ValueError as err:
+        expected = str(err)
+    try:
+        check_method_params(methods, params)
+        got = None
+    except ValueError as err:
+        got = str(err)
+    assert got == expected
