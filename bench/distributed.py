@@ -48,6 +48,7 @@ from bench.results import RunStore
 from bench.runlock import RankLock, check_no_ranks
 
 TIMEOUT_ENV = "BENCH_DIST_TIMEOUT"
+BACKEND_ENV = "BENCH_DIST_BACKEND"
 DEFAULT_TIMEOUT_S = 1800.0  # set-up collectives, and how long a silent rank is waited for
 HEARTBEAT_S = 5.0
 _ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -107,6 +108,32 @@ def shard(units: Sequence[Unit], rank: int, size: int) -> list[Unit]:
         owner[item_id] = r
         load[r] += groups[item_id]
     return [u for u in units if owner[u.item.id] == rank]
+
+
+def rank_gpu(local_rank: int, local_ranks: int, gpus: int, backend: str | None = None) -> tuple[int, str]:
+    """The GPU a rank runs on and the collectives' backend.
+
+    ``local_ranks``: the ranks on this node (torchrun's ``LOCAL_WORLD_SIZE``). One rank per GPU:
+    ``cuda:LOCAL_RANK`` and NCCL. More ranks than the node has GPUs (for example two ranks on
+    one card, to check a sharded run against a plain one on a one-GPU machine): rank ``LOCAL_RANK`` shares
+    ``cuda:(LOCAL_RANK mod GPUs)`` and the collectives go over gloo, since NCCL refuses two ranks on one
+    device. The job's collectives carry only small Python objects, so gloo costs nothing measurable.
+    ``BENCH_DIST_BACKEND`` (``nccl`` or ``gloo``) overrides the choice.
+
+    Raises:
+        ValueError: no GPU, an unknown backend, or NCCL asked for ranks that share a GPU.
+    """
+    if gpus < 1:
+        raise ValueError("--device cuda under torchrun: this node has no CUDA device")
+    shared = local_ranks > gpus  # the same answer on every rank of the node
+    if backend is None:
+        backend = "gloo" if shared else "nccl"
+    if backend not in ("nccl", "gloo"):
+        raise ValueError(f"{BACKEND_ENV}={backend!r}: expected nccl or gloo")
+    if backend == "nccl" and shared:
+        raise ValueError(f"{BACKEND_ENV}=nccl: {local_ranks} ranks on this node share its {gpus} GPU(s), which "
+                         "NCCL refuses; use gloo or at most one rank per GPU")
+    return local_rank % gpus, backend
 
 
 def timeout_s() -> float:
@@ -276,9 +303,14 @@ def run_sharded(config, world: World, *, progress: bool = True, log: Callable[[s
     from bench.prepare import resolve_device
 
     device = resolve_device(config.device)
+    backend = "gloo"
     if device.type == "cuda":
-        torch.cuda.set_device(world.local_rank)  # "cuda" and "auto" then mean cuda:LOCAL_RANK
-    backend = "nccl" if device.type == "cuda" else "gloo"
+        local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", world.size))
+        gpu, backend = rank_gpu(world.local_rank, local_ranks, torch.cuda.device_count(), os.environ.get(BACKEND_ENV))
+        torch.cuda.set_device(gpu)  # "cuda" and "auto" then mean cuda:LOCAL_RANK (mod the node's GPUs)
+        if local_ranks > torch.cuda.device_count():
+            log(f"{world}: shares cuda:{gpu} with other ranks ({torch.cuda.device_count()} GPU(s) on this node); "
+                f"collectives over {backend}")
     dist.init_process_group(backend, rank=world.rank, world_size=world.size,
                             timeout=_dt.timedelta(seconds=timeout_s()))
     try:

@@ -38,6 +38,7 @@ def targets(aligned: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def main() -> None:
+    """Probe the methods named on the command line and write the JSON record."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--generator", default=None, help="world256, a checkpoint, or none for the 64 px world")
     ap.add_argument("--methods", default="fwplus16,fwplus8,im2s")

@@ -8,13 +8,14 @@ whatever precision the steps ran at (``methods.base.full_precision``).
 
 Tolerance: 0.1 dB per image, where float32 itself is reproducible to that level. Whether it is, is measured
 here, not assumed: the float32 batched inversion of the targets perturbed by 1e-6 (far below 8-bit
-quantisation, 4e-3) is compared with that of the unperturbed targets. A method whose results move by more
-than 0.05 dB under that perturbation amplifies float rounding (F/W+: Adam at a constant learning rate keeps
-its loss oscillating to the last step), so that no implementation, float32 included, can match it image by
-image; for such a method the test requires the mean difference over the images (the tables report means)
-within 0.1 dB plus two standard errors of that mean, and records the per-image differences next to the
-float32 self-noise. (On the H100, F/W+ 16x16's own float32 control, batched against one at a time, has a
-mean PSNR difference of -0.110 +- 0.060 dB: a bare 0.1 dB on the mean would fail float32 itself.)
+quantisation, 4e-3; three draws, the largest change counts) is compared with that of the unperturbed
+targets. A method whose results move by more than 0.05 dB under that perturbation amplifies float rounding
+(F/W+: Adam at a constant learning rate keeps its loss oscillating to the last step), so that no
+implementation, float32 included, can match it image by image; for such a method the test requires the
+mean difference over the images (the tables report means) within 0.1 dB plus two standard errors of that
+mean, and records the per-image differences next to the float32 self-noise. (On the H100, F/W+ 16x16's own
+float32 control, batched against one at a time, has a mean PSNR difference of -0.110 +- 0.060 dB: a bare
+0.1 dB on the mean would fail float32 itself.)
 
 Which reduced precisions a method held is recorded on its preset (``methods.base.Preset.gpu_precisions``), and
 ``--precision auto`` runs it at the fastest of them (``bench.accel``); a case outside that record is an
@@ -47,7 +48,9 @@ from methods import build_method, get_preset
 TOLERANCE_DB = 0.1
 STABLE_DB = 0.05  # float32 self-noise below which a method is held to the tolerance image by image
 PERTURBATION = 1e-6
+NOISE_DRAWS = int(os.environ.get("PARITY_NOISE_DRAWS", "3"))  # perturbations of the float32 noise probe
 # PARITY_METHODS=w,idinvert runs a subset (a device run has minutes, not hours)
+STEPS = int(os.environ.get("PARITY_STEPS", "200"))  # PARITY_STEPS=1000: W at the steps of its protocol
 METHODS = os.environ.get("PARITY_METHODS", "im2s,fwplus16,pnorm,w,fwplus8,idinvert").split(",")
 _REFERENCE: dict = {}
 _NOISE: dict = {}
@@ -94,14 +97,23 @@ def _differences(scores, ref) -> tuple[list[float], list[float]]:
 
 
 def float32_noise(name: str, gen, perceptual, targets: torch.Tensor, psnr, steps: int) -> float:
-    """Largest per-image change (dB, PSNR or loss) of float32 batched results when targets move by 1e-6."""
+    """Largest per-image change (dB, PSNR or loss) of float32 batched results when targets move by 1e-6.
+
+    The largest over :data:`NOISE_DRAWS` perturbations: one draw can miss how far rounding carries a method
+    (the W projector's single draw read 0.027 dB on the H100 while its own batched float32 control moved an
+    image by 0.044).
+    """
     key = (name, targets.device.type, targets.shape[0], steps)
     if key not in _NOISE:
         accel = Accel("fp32", channels_last=targets.device.type == "cuda")
-        noise = torch.randn(targets.shape, generator=torch.Generator().manual_seed(0)).to(targets)
         base = _scores(_invert(name, gen, perceptual, targets, accel, steps), targets, psnr)
-        moved = _scores(_invert(name, gen, perceptual, targets + PERTURBATION * noise, accel, steps), targets, psnr)
-        _NOISE[key] = max(map(abs, sum(_differences(moved, base), [])))
+        largest = 0.0
+        for draw in range(NOISE_DRAWS):
+            noise = torch.randn(targets.shape, generator=torch.Generator().manual_seed(draw)).to(targets)
+            moved = _scores(_invert(name, gen, perceptual, targets + PERTURBATION * noise, accel, steps),
+                            targets, psnr)
+            largest = max(largest, *map(abs, sum(_differences(moved, base), [])))
+        _NOISE[key] = largest
     return _NOISE[key]
 
 
@@ -154,7 +166,7 @@ def _check(record: dict) -> None:
 @pytest.mark.parametrize("name", METHODS)
 def test_fast_batched_path_matches_float32_one_at_a_time(name, precision, request):
     _expect_failure_unless_held(name, precision, request)
-    _check(parity_record(name, Accel(precision, channels_last=True), torch.device("cuda"), n=8, steps=200))
+    _check(parity_record(name, Accel(precision, channels_last=True), torch.device("cuda"), n=8, steps=STEPS))
 
 
 @pytest.mark.gpu
@@ -164,7 +176,7 @@ def test_compiled_path_matches_float32_one_at_a_time(name, precision, request):
     """The configurations that meet the speed targets (--compile; bf16 is what --precision auto picks)."""
     _expect_failure_unless_held(name, precision, request)
     accel = Accel(precision, channels_last=True, compile=True)
-    _check(parity_record(name, accel, torch.device("cuda"), n=8, steps=200))
+    _check(parity_record(name, accel, torch.device("cuda"), n=8, steps=STEPS))
 
 
 def _expect_failure_unless_held(name: str, precision: str, request) -> None:

@@ -170,6 +170,20 @@ def test_world_from_env():
         world_from_env(base | {"RANK": "x", "WORLD_SIZE": "2"})
 
 
+def test_ranks_get_one_gpu_each_over_nccl_or_share_over_gloo():
+    assert [distributed.rank_gpu(r, 4, 4) for r in range(4)] == [(0, "nccl"), (1, "nccl"), (2, "nccl"), (3, "nccl")]
+    # two ranks on a one-GPU machine: both on cuda:0, every rank of the node over gloo (NCCL refuses this)
+    assert [distributed.rank_gpu(r, 2, 1) for r in range(2)] == [(0, "gloo"), (0, "gloo")]
+    assert [distributed.rank_gpu(r, 4, 2)[0] for r in range(4)] == [0, 1, 0, 1]
+    assert distributed.rank_gpu(1, 2, 2, "gloo") == (1, "gloo")
+    with pytest.raises(ValueError, match="NCCL refuses"):
+        distributed.rank_gpu(0, 2, 1, "nccl")
+    with pytest.raises(ValueError, match="BENCH_DIST_BACKEND='mpi'"):
+        distributed.rank_gpu(0, 1, 1, "mpi")
+    with pytest.raises(ValueError, match="no CUDA device"):
+        distributed.rank_gpu(0, 1, 0)
+
+
 RANK_HOLDER = textwrap.dedent("""
     import sys
     from bench.runlock import RankLock
