@@ -26,7 +26,6 @@ Batching does not change results: every loss is per image and Adam is element-wi
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -38,11 +37,6 @@ AUTO_BATCH_CAP = 2048  # a 64 px world fits a whole protocol column set (550 uni
 CPU_AUTO_BATCH = 8
 MEMORY_FRACTION = 0.8
 PROBE_BATCHES = (2, 6)
-# cuDNN's workspace cap per convolution, MiB (its CUDNN_CONV_WSCAP_DBG variable): in strict float32 cuDNN's
-# heuristics pick FFT convolutions for StyleGAN2's 1024 px layers whose workspaces take tens of GB, so the
-# batch probe of the W projector (float32 under --precision auto) settled on one image (benchmarks/RESULTS.md)
-CUDNN_WORKSPACE_CAP_MIB = 1024
-CUDNN_WORKSPACE_VAR = "CUDNN_CONV_WSCAP_DBG"
 
 
 @dataclass(frozen=True)
@@ -93,18 +87,6 @@ class Accel:
             module = net if isinstance(net, torch.nn.Module) else getattr(net, "net", None)
             if isinstance(module, torch.nn.Module):
                 module.to(memory_format=layout)
-
-
-def bound_cudnn_workspace() -> str:
-    """Cap cuDNN's per-convolution workspace at :data:`CUDNN_WORKSPACE_CAP_MIB` unless the user set the cap.
-
-    cuDNN then leaves out algorithms (the FFT ones of strict float32 at 1024 px) whose workspace exceeds it, so
-    that a float32 method runs batched. Must run before the process's first cuDNN convolution (cuDNN reads the
-    variable when it is loaded); ``bench run`` and ``bench speed`` call it before building anything. Returns the
-    cap in force (MiB, as text) for the run's records.
-    """
-    os.environ.setdefault(CUDNN_WORKSPACE_VAR, str(CUDNN_WORKSPACE_CAP_MIB))
-    return os.environ[CUDNN_WORKSPACE_VAR]
 
 
 def resolve_accel(precision: str, device: torch.device, compile: bool = False,
@@ -159,6 +141,7 @@ def probe_batch_size(invert: Callable[[int], object], device: torch.device, limi
         invert(b)
         torch.cuda.synchronize(device)
         peaks.append(torch.cuda.max_memory_allocated(device) - base)
+    torch.cuda.empty_cache()  # what the probes left cached is free for the run
     per_image = max((peaks[1] - peaks[0]) / (large - small), 1.0)
     fixed = max(peaks[0] - small * per_image, 0.0)
     free, _ = torch.cuda.mem_get_info(device)

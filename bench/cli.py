@@ -268,11 +268,10 @@ def speed(config_name: str, methods: str, batch, steps: str, precision: str, com
         lo, hi = (int(p) for p in parts)
         names = expand_method_names(methods)  # before the heavy imports, so that a typo answers at once
         from bench import speed as sp
-        from bench.accel import bound_cudnn_workspace, describe_accels, resolve_accel
+        from bench.accel import describe_accels, resolve_accel
         from bench.runner import resolve_device
         from methods import get_preset
 
-        bound_cudnn_workspace()  # as bench run does, before the first convolution
         dev = resolve_device(device)
         accels = {n: resolve_accel(precision, dev, compile_, get_preset(n).gpu_precisions) for n in names}
         gen, perceptual, desc = sp.build_timing_setup(config_name, dev)

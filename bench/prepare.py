@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from bench.accel import Accel, bound_cudnn_workspace, probe_batch_size, resolve_accel
+from bench.accel import Accel, probe_batch_size, resolve_accel
 from bench.config import RunConfig, method_overrides, resolve
 from bench.data import Item, open_source
 from bench.editing import edit_jobs
@@ -132,7 +132,6 @@ class Prepared:
 
 def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Prepared:
     """Resolve device, profile, generator, data, transforms, methods, perceptual distance and metrics."""
-    bound_cudnn_workspace()  # before the first convolution (bench.accel)
     device = resolve_device(config.device)
     config = resolve(config, device_type=device.type)
     check_names(config)

@@ -5,7 +5,7 @@ checks that it equals the registries, and SOURCES (the digest of the modules it 
 it ignored once one of them changes.
 """
 
-SOURCES = 'b54df2e302fc26b78d57edb2a4540fafa9da72b5806172b2efb0ce78f566f87f'
+SOURCES = '4b1df3f97c8cc88ae122f971d095db9fbaa527ba355e2a97d5a27ab012798bf9'
 
 METHODS = {'im2s': {'latent_space': 'W+',
           'steps': 5000,
@@ -35,7 +35,7 @@ METHODS = {'im2s': {'latent_space': 'W+',
                       'betas': 'tuple:2'}},
  'w': {'latent_space': 'W',
        'steps': 1000,
-       'gpu_auto': 'fp32',
+       'gpu_auto': 'bf16',
        'needs_encoder': False,
        'supports_editing': True,
        'description': 'StyleGAN2 projector in W: Adam lr 0.1 with ramps, latent noise, 1000 steps (noise '

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from bench.accel import bound_cudnn_workspace, describe_accels
+from bench.accel import describe_accels
 from bench.batch import Unit, run_batch, score  # noqa: F401  (score: re-exported)
 from bench.config import RunConfig, method_overrides
 from bench.editing import consistency_entries, metric_entries
@@ -116,11 +116,6 @@ class Session:
     writer: bool = True  # writes config.json (a torchrun job's rank 0 only)
 
 
-def _workspace_note(device: torch.device) -> dict[str, str]:
-    """The cap on cuDNN's workspace in force (MiB; ``bench.accel.bound_cudnn_workspace``), for versions.json."""
-    return {"cudnn_workspace_cap_mib": bound_cudnn_workspace()} if device.type == "cuda" else {}
-
-
 def setup(config: RunConfig, store: RunStore, log: Callable[[str], None], *, writer: bool = True,
           **about: str) -> Session:
     """Prepare the run and build every method (loading its encoder) before anything runs.
@@ -138,8 +133,7 @@ def setup(config: RunConfig, store: RunStore, log: Callable[[str], None], *, wri
     store.check_config(session.cfg)
     _write_config(store, session)
     store.write_json("versions.json", versions(prep.device, **prep.descriptions,
-                                                fast_path=describe_accels(prep.accels),
-                                                **_workspace_note(prep.device), **about))
+                                                fast_path=describe_accels(prep.accels), **about))
     store.write_json("metrics.json", metric_table(prep.metrics)
                      | metric_entries(prep.edits, prep.metrics, prep.attribute_net is not None)
                      | consistency_entries(prep.edits, prep.metrics))

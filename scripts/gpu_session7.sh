@@ -2,8 +2,11 @@
 # Session 7 on the GPU machine (device run, carry [".wheels"]); everything written goes to $OUT:
 #   bash scripts/gpu_session7.sh checks LIMIT_S
 #       issue 17 (2): the W projector's parity at 200 and 1000 steps (the noise probe now takes three draws),
-#       then W at 1024 px under --precision auto with cuDNN's workspace capped (bench.accel), in bench run;
+#       then W at 1024 px under --precision auto and bf16 in bench run (a CUDNN_CONV_WSCAP_DBG cap of 1024 MiB,
+#       tried first, left strict float32 at batch 1 and was dropped);
 #       issue 20: a plain run twice against torchrun with 2 ranks sharing the one GPU (gloo), tables compared
+#       (the last part is also mode dist)
+#   bash scripts/gpu_session7.sh dist LIMIT_S   # issue 20: the torchrun check alone (and the precision-policy GPU test)
 #   bash scripts/gpu_session7.sh protocol LIMIT_S PRECISION     # issue 17 (3a): bdinvert-table1, 50 faces,
 #       paper steps, all seven methods on the 64 px world (PRECISION bf16 = auto with W at bf16 as well)
 #   bash scripts/gpu_session7.sh protocol256 LIMIT_S N PRECISION  # issue 16 (5): bdinvert-table1 on the 256 px
@@ -43,7 +46,11 @@ EOF
     cp "runs/r1024_w_$prec/timing.csv" "$OUTDIR/r1024_w_${prec}_timing.csv" 2>/dev/null
     cp "runs/r1024_w_$prec/versions.json" "$OUTDIR/r1024_w_${prec}_versions.json" 2>/dev/null
   done
-  ARGS="--methods im2s,w --transform rotate:20 --n 6 --steps 100 --no-save-latents --max-samples 0 --quiet"
+fi
+if [ "$WHAT" = dist ]; then
+  python3 -m pytest -q -m gpu tests/accel/test_precision_policy.py -p no:cacheprovider 2>&1 | tail -2 |
+    tee "$OUTDIR/policy_gpu_test.txt"
+  ARGS="--methods im2s,w --transform rotate:20 --items 6 --steps 100 --no-save-latents --max-samples 0 --quiet"
   for name in plain_a plain_b; do
     python3 -m bench run $ARGS --run-dir "runs/$name" > "$OUTDIR/dist_$name.txt" 2>&1
   done
