@@ -83,7 +83,7 @@ elif [ "$WHAT" = protocol ]; then
   pack runs/table1 protocol_run
 elif [ "$WHAT" = protocol256 ]; then
   N=$3; PREC=$4
-  timeout $(( $(left) - 15 )) python3 -m bench run --generator world256 --methods fwplus16,im2s,pnorm,w \
+  timeout $(( $(left) - 15 )) python3 -m bench run --generator world256 --methods fwplus16,pnorm,w,im2s \
     --protocol bdinvert-table1 --n "$N" --profile paper --precision "$PREC" --max-samples 4 --no-save-latents \
     --quiet --run-dir runs/table1_world256 2>&1 | tee -a "$OUTDIR/protocol256_log.txt" | grep -v "^  " | tail -30
   echo "bench run exit: ${PIPESTATUS[0]}; wall $(( $(date +%s) - start )) s (set-up included)" | tee -a "$OUTDIR/protocol256_log.txt"
