@@ -5,10 +5,10 @@
   matrix products in bfloat16 on tensor cores, reductions in float32; latent codes, their gradients and Adam
   stay float32). ``auto`` is ``fp32`` on the CPU; on CUDA each method runs at the fastest reduced precision
   at which it held the GPU parity test (``tests/accel/test_parity.py``: per image within 0.1 dB of float32
-  one image at a time, figures in ``benchmarks/RESULTS.md``), as its preset records
-  (``methods.base.Preset.gpu_precisions``), else in float32. On the H100 Im2S, P-norm+, F/W+ 8x8 and 16x16
-  and IDinvert held at TF32 and bf16, so they run in bf16; the W projector held at neither (one image moved by
-  0.16 dB at TF32) and runs in float32, batched. Whatever the precision, the final loss and the
+  one image at a time, or on the mean for methods whose float32 runs are themselves that noisy; figures in
+  ``benchmarks/RESULTS.md``), as its preset records (``methods.base.Preset.gpu_precisions``), else in
+  float32. Im2S, P-norm+, F/W+ 8x8 and 16x16, IDinvert (H100) and the W projector (H200, on the mean) held at
+  TF32 and bf16, so they run in bf16; pSp runs in float32. Whatever the precision, the final loss and the
   reconstructions are measured in float32 after the last step (``methods.base.full_precision``), and the RGB
   path stays float32 under autocast (``layers.ToRGB``: in bf16 its rounding had moved Im2S by 0.14 dB).
 - **Memory layout**: on CUDA the generator's activations and the perceptual networks run channels-last

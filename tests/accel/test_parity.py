@@ -21,7 +21,9 @@ Which reduced precisions a method held is recorded on its preset (``methods.base
 ``--precision auto`` runs it at the fastest of them (``bench.accel``); a case outside that record is an
 expected failure here (not strict: a pass shows as XPASS). On the H100 (2026-11-27, benchmarks/RESULTS.md)
 every method held at TF32 and bf16 except the W projector (one image moved by 0.16 dB at TF32, one image's
-loss by 0.12 dB at bf16; batched float32 held at 0.04 dB). bf16 had failed Im2S (0.14 dB) and F/W+ 16x16
+loss by 0.12 dB at bf16), judged then image by image on a one-draw noise probe (0.027 dB). With three draws
+(H200, 2026-12-04) W's float32 noise is 0.144 dB, so it is held to the mean, and it holds at both
+(TF32 -0.005 +- 0.010 dB PSNR, bf16 +0.008 +- 0.020). bf16 had failed Im2S (0.14 dB) and F/W+ 16x16
 (+0.45 dB on the mean) while the RGB path ran in bf16; it runs in float32 since (``layers.ToRGB``).
 
 The fp32 case (batched, channels-last, float32) is the control: it separates what batching and layout

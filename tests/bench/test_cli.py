@@ -284,4 +284,4 @@ def test_make_set_with_identity_keeps_both_labels(gen_path, tmp_path):
 def test_ls_methods_shows_the_gpu_precision_of_auto():
     lines = invoke("ls", "methods").stdout.splitlines()
     rows = {line.split()[0]: line.split()[3] for line in lines[1:] if not line.startswith("gpu auto:")}
-    assert rows["im2s"] == rows["fwplus16"] == "bf16" and rows["w"] == rows["psp"] == "fp32"
+    assert rows["im2s"] == rows["fwplus16"] == rows["w"] == "bf16" and rows["psp"] == "fp32"
