@@ -6,12 +6,8 @@
 #                                                   # rosinality checkpoint; issue 15: train-encoder rates at 256 px
 # Logs and the run tables go to $OUT.
 set -uo pipefail
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 WHAT=$1; LIMIT=$2; OUTDIR=${OUT:-out}; mkdir -p "$OUTDIR"
-python3 -c "import kornia, lpips" 2>/dev/null ||
-  python3 -m pip install --quiet --no-deps --no-index .wheels/*.whl 2>&1 | grep -v WARNING
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-python3 -c "import torch; print('torch', torch.__version__)"
+source scripts/device_setup.sh
 
 pack() {  # the run's tables (no images) into $OUT
   local dir=$1 name=$2

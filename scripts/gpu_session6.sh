@@ -5,12 +5,8 @@
 #   bash scripts/gpu_session6.sh protocol256 LIMIT_S N     # bdinvert-table1 on the 256 px world at paper steps
 # Everything written goes to $OUT (assets, logs, probe JSON, run tables).
 set -uo pipefail
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 WHAT=$1; OUTDIR=${OUT:-out}; mkdir -p "$OUTDIR"
-python3 -c "import kornia, lpips" 2>/dev/null ||
-  python3 -m pip install --quiet --no-deps --no-index .wheels/*.whl 2>&1 | grep -v WARNING
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-python3 -c "import torch; print('torch', torch.__version__)"
+source scripts/device_setup.sh
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 install() {  # install assets from $OUTDIR into bench/world/assets with provenance

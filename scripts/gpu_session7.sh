@@ -4,20 +4,17 @@
 #       issue 17 (2): the W projector's parity at 200 and 1000 steps (the noise probe now takes three draws),
 #       then W at 1024 px under --precision auto and bf16 in bench run (a CUDNN_CONV_WSCAP_DBG cap of 1024 MiB,
 #       tried first, left strict float32 at batch 1 and was dropped);
-#       issue 20: a plain run twice against torchrun with 2 ranks sharing the one GPU (gloo), tables compared
-#       (the last part is also mode dist)
-#   bash scripts/gpu_session7.sh dist LIMIT_S   # issue 20: the torchrun check alone (and the precision-policy GPU test)
+#   bash scripts/gpu_session7.sh dist LIMIT_S   # issue 20: a plain run twice against torchrun with 2 ranks sharing
+#       the one GPU (gloo), all at --batch-size auto, tables compared; and the precision-policy GPU test
+#   bash scripts/gpu_session7.sh batchsize LIMIT_S   # issue 20: plain at --batch-size 6 and 3, 2 ranks at 6, and
+#       plain fp32 at 6 and 3: which differences come from sharding and which from the batch size
 #   bash scripts/gpu_session7.sh protocol LIMIT_S PRECISION     # issue 17 (3a): bdinvert-table1, 50 faces,
-#       paper steps, all seven methods on the 64 px world (PRECISION bf16 = auto with W at bf16 as well)
+#       paper steps, all seven methods on the 64 px world (PRECISION: auto, or one for every method)
 #   bash scripts/gpu_session7.sh protocol256 LIMIT_S N PRECISION  # issue 16 (5): bdinvert-table1 on the 256 px
 #       world, paper steps, N faces, the methods that have the 256 px world's resources
 set -uo pipefail
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 WHAT=$1; LIMIT=$2; OUTDIR=${OUT:-out}; mkdir -p "$OUTDIR"
-python3 -c "import kornia, lpips" 2>/dev/null ||
-  python3 -m pip install --quiet --no-deps --no-index .wheels/*.whl 2>&1 | grep -v WARNING
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-python3 -c "import torch; print('torch', torch.__version__)"
+source scripts/device_setup.sh
 start=$(date +%s)
 left() { echo $(( LIMIT - ($(date +%s) - start) )); }
 
@@ -58,21 +55,17 @@ if [ "$WHAT" = dist ]; then
     > "$OUTDIR/dist_ranks2.txt" 2>&1
   echo "torchrun exit: $?" | tee -a "$OUTDIR/dist_ranks2.txt"
   grep -h "ranks\|shares" "$OUTDIR/dist_ranks2.txt" runs/ranks2/versions.json 2>/dev/null | head -5
-  python3 - "$OUTDIR" <<'EOF'
-import sys, json
-import pandas as pd
-key = ["method", "transform", "item", "seed", "metric"]
-def load(name):
-    df = pd.read_csv(f"runs/{name}/results.csv")
-    return df.set_index(key)["value"].sort_index()
-a, b, r = load("plain_a"), load("plain_b"), load("ranks2")
-out = {"rows": [len(a), len(b), len(r)], "same_keys": [a.index.equals(b.index), a.index.equals(r.index)]}
-for other, label in ((b, "plain_vs_plain"), (r, "plain_vs_ranks2")):
-    d = (a - other.reindex(a.index)).abs().groupby(level="metric").max()
-    out[label] = {m: round(float(v), 5) for m, v in d.items() if v == v}
-print(json.dumps(out, indent=1))
-json.dump(out, open(f"{sys.argv[1]}/dist_compare.json", "w"), indent=1)
-EOF
+  python3 scripts/compare_runs.py "$OUTDIR/dist_compare.json" runs/plain_a runs/plain_b runs/ranks2
+elif [ "$WHAT" = batchsize ]; then
+  ARGS="--methods im2s,w --transform rotate:20 --items 6 --steps 100 --no-save-latents --max-samples 0 --quiet"
+  for b in 6 3; do
+    python3 -m bench run $ARGS --batch-size $b --run-dir runs/b$b > /dev/null 2>&1
+    python3 -m bench run $ARGS --batch-size $b --precision fp32 --run-dir runs/f$b > /dev/null 2>&1
+  done
+  timeout $(( $(left) - 20 )) python3 -m torch.distributed.run --standalone --nproc-per-node 2 -m bench run $ARGS \
+    --batch-size 6 --run-dir runs/r2 > "$OUTDIR/r2.txt" 2>&1
+  python3 scripts/compare_runs.py "$OUTDIR/batch_compare.json" runs/b6 runs/r2 runs/b3
+  python3 scripts/compare_runs.py "$OUTDIR/batch_compare_fp32.json" runs/f6 runs/f3
 elif [ "$WHAT" = protocol ]; then
   PREC=$3
   timeout $(( $(left) - 15 )) python3 -m bench run --methods fwplus8,fwplus16,im2s,pnorm,w,idinvert,psp \
