@@ -15,6 +15,16 @@ same function as the two-step form (tested against it) up to float rounding; it 
 is faster, and the two-step form on the CPU, where it is. The RGB skip's FIR
 upsampling is likewise a 3-group convolution and a pixel shuffle. Other FIR filters (``upfirdn``, used by
 the discriminator) are depthwise convolutions; there are no custom CUDA kernels.
+
+Inversion keeps the generator's weights frozen, so autograd need not keep what only a weight gradient would
+use. With frozen weights the styled convolution (modulate, convolve, demodulate, noise, bias, leaky ReLU)
+and the RGB layer run as autograd functions (:class:`StyledConvFn`, :class:`ModulatedRGBFn`) that keep, per
+layer, only the convolution's output and the layer's input and output (which the neighbouring layers keep
+anyway), with the backward pass written out; plain autograd kept also the modulated input and the
+pre-activation, and under bf16 a float32 copy of each RGB layer's input: 1522 against 593 MiB per image at
+1024 px (``scripts/saved_memory.py``, benchmarks/RESULTS.md). Trainable weights (the world's training) take
+the plain autograd path; ``BENCH_LEAN_BACKWARD=0`` forces it. Both are the same function, and their
+gradients agree to float64 rounding (tests/generators/test_lean_backward.py).
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ UPCONV = os.environ.get("BENCH_UPCONV", "auto")
 if UPCONV not in UPCONV_MODES:
     raise ValueError(f"BENCH_UPCONV={UPCONV!r}: expected one of {', '.join(UPCONV_MODES)}")
 LRELU_GAIN = math.sqrt(2.0)
+LEAN_BACKWARD = os.environ.get("BENCH_LEAN_BACKWARD", "1") != "0"
 
 
 def make_fir_kernel(taps: tuple[float, ...] = BLUR_KERNEL, gain: float = 1.0) -> torch.Tensor:
@@ -185,6 +196,32 @@ class ModulatedConv2d(nn.Module):
             # Both run fused (UPCONV: polyphase on CUDA) or in two steps; the blur's kernel is kept as a buffer.
             self.blur = Blur(gain=4.0, pad=(1, 1))
 
+    def conv_mode(self, x: torch.Tensor) -> str:
+        """How this layer's convolution runs on ``x``'s device: "plain", or an up-conv mode of UPCONV_MODES."""
+        if not self.upsample:
+            return "plain"
+        return UPCONV if UPCONV != "auto" else ("polyphase" if x.is_cuda else "two-step")
+
+    def conv_weight(self, mode: str) -> torch.Tensor:
+        """The scaled weight in the layout that :func:`conv` takes for ``mode``."""
+        weight = self.weight[0] * self.scale  # (out, in, k, k)
+        if mode == "transposed":
+            return fused_upconv_weight(weight, self.blur.kernel)
+        if mode == "polyphase":
+            return upconv_weight(weight, self.blur.kernel)
+        if mode == "two-step":
+            return weight.transpose(0, 1)
+        return weight
+
+    def demodulation(self, style: torch.Tensor) -> torch.Tensor:
+        """Demodulation coefficients (N, out), computed in float32 (float64 for float64 gradient checks)."""
+        weight = self.weight[0] * self.scale
+        with torch.autocast(style.device.type, enabled=False):
+            # sum_{i,k} (W_oik * s_i)^2 = (s^2) @ (sum_k W_oik^2)^T
+            acc = torch.promote_types(weight.dtype, torch.float32)
+            wsq = weight.to(acc).square().sum(dim=(2, 3))  # (out, in)
+            return torch.rsqrt(style.to(acc).square() @ wsq.t() + 1e-8)
+
     def modulated(self, x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The convolution of the style-modulated input and the demodulation coefficients (N, out), or None.
 
@@ -192,34 +229,132 @@ class ModulatedConv2d(nn.Module):
         The activations keep their dtype (bf16 under autocast); the coefficients are computed in float32.
         """
         style = self.modulation(w)  # (N, in)
-        weight = self.weight[0] * self.scale  # (out, in, k, k)
-        x = x * style.to(x.dtype)[:, :, None, None]
-        mode = UPCONV if UPCONV != "auto" else ("polyphase" if x.is_cuda else "two-step")
-        if self.upsample and mode == "transposed":
-            out = F.conv_transpose2d(x, fused_upconv_weight(weight, self.blur.kernel), stride=2, padding=2)
-        elif self.upsample and mode == "polyphase":
-            # one dense convolution on tensor cores instead of a transposed one plus a memory-bound blur
-            out = F.pixel_shuffle(F.conv2d(x, upconv_weight(weight, self.blur.kernel), padding=1), 2)
-            if x.is_contiguous(memory_format=torch.channels_last):
-                out = out.contiguous(memory_format=torch.channels_last)
-        elif self.upsample:
-            # the CPU's choice: there the polyphase form's 4x multiply-adds cost more than the blur saves
-            # (174 vs 130 ms per world-generator step at batch 8, benchmarks/RESULTS.md)
-            out = self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), stride=2))
-        else:
-            out = F.conv2d(x, weight, padding=self.kernel_size // 2)
-        if not self.demodulate:
-            return out, None
-        with torch.autocast(x.device.type, enabled=False):
-            # sum_{i,k} (W_oik * s_i)^2 = (s^2) @ (sum_k W_oik^2)^T
-            acc = torch.promote_types(weight.dtype, torch.float32)  # float32, or float64 for gradient checks
-            wsq = weight.to(acc).square().sum(dim=(2, 3))  # (out, in)
-            dcoef = torch.rsqrt(style.to(acc).square() @ wsq.t() + 1e-8)  # (N, out)
-        return out, dcoef
+        mode = self.conv_mode(x)
+        out = conv(x * style.to(x.dtype)[:, :, None, None], self.conv_weight(mode), mode,
+                   self.blur.kernel if self.upsample else None)
+        return out, (self.demodulation(style) if self.demodulate else None)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         out, dcoef = self.modulated(x, w)
         return out if dcoef is None else out * dcoef.to(out.dtype)[:, :, None, None]
+
+
+def conv(x: torch.Tensor, weight: torch.Tensor, mode: str, kernel: torch.Tensor | None = None) -> torch.Tensor:
+    """The modulated layer's (linear) convolution of ``x`` with ``weight`` from :meth:`ModulatedConv2d.conv_weight`.
+
+    The up-conv modes are one function (transposed 3x3 at stride 2, then the FIR ``kernel`` with pad 1):
+    "polyphase" a dense 3x3 conv into 4 C_out channels and a pixel shuffle (one convolution on tensor
+    cores instead of a transposed one plus a memory-bound blur), "two-step" the transposed conv then the
+    blur (the CPU's choice: there the polyphase form's 4x multiply-adds cost more than the blur saves, 174
+    vs 130 ms per world-generator step at batch 8, benchmarks/RESULTS.md), "transposed" one 6x6
+    transposed conv.
+    """
+    if mode == "plain":
+        return F.conv2d(x, weight, padding=weight.shape[-1] // 2)
+    if mode == "polyphase":
+        out = F.pixel_shuffle(F.conv2d(x, weight, padding=1), 2)
+        if x.is_contiguous(memory_format=torch.channels_last):
+            out = out.contiguous(memory_format=torch.channels_last)
+        return out
+    if mode == "transposed":
+        return F.conv_transpose2d(x, weight, stride=2, padding=2)
+    if mode == "two-step":
+        return upfirdn(F.conv_transpose2d(x, weight, stride=2), kernel, pad=(1, 1))
+    raise ValueError(f"unknown convolution mode {mode!r}")
+
+
+def conv_input_grad(g: torch.Tensor, weight: torch.Tensor, mode: str,
+                    kernel: torch.Tensor | None = None) -> torch.Tensor:
+    """The adjoint of :func:`conv` applied to ``g``: the gradient with respect to its input."""
+    if mode == "plain":
+        return F.conv_transpose2d(g, weight, padding=weight.shape[-1] // 2)
+    if mode == "polyphase":
+        return F.conv_transpose2d(F.pixel_unshuffle(g, 2), weight, padding=1)
+    if mode == "transposed":
+        return F.conv2d(g, weight, stride=2, padding=2)
+    if mode == "two-step":  # the blur's adjoint (a transposed depthwise conv that crops the pad), then the conv's
+        c = g.shape[1]
+        blur = torch.flip(kernel, (0, 1)).to(g.dtype)[None, None].repeat(c, 1, 1, 1)
+        return F.conv2d(F.conv_transpose2d(g, blur, padding=1, groups=c), weight, stride=2)
+    raise ValueError(f"unknown convolution mode {mode!r}")
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype autocast would run a convolution of ``x`` in (``x``'s own outside autocast or for float64)."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device) and x.dtype != torch.float64:
+        return torch.get_autocast_dtype(device)
+    return x.dtype
+
+
+def _sum_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    dims = tuple(i for i, (a, b) in enumerate(zip(t.shape, shape, strict=True)) if b == 1 and a != 1)
+    return t.sum(dim=dims, keepdim=True) if dims else t
+
+
+class StyledConvFn(torch.autograd.Function):
+    """``clamp(lrelu(conv(x * s, W) * scale + shift))`` for a frozen W, keeping only conv's output for backward.
+
+    Forward is the same arithmetic as :meth:`StyledConv.forward`'s plain path, op for op (bit-identical).
+    Backward keeps ``x``, the output ``y`` (whose sign and clamp give the activation's derivative; both are
+    the neighbouring layers' activations, kept by them anyway) and the convolution's output (for the
+    gradient of ``scale``), not the modulated input or the pre-activation. ``W`` gets no gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x, style, weight, scale, shift, mode, kernel, clamp):  # noqa: ANN001, D102
+        cdt = _compute_dtype(x)
+        weight = weight.to(cdt)
+        with torch.autocast(x.device.type, enabled=False):
+            out = conv((x * style.to(x.dtype)[:, :, None, None]).to(cdt), weight, mode, kernel)
+            if out.is_contiguous(memory_format=torch.channels_last):
+                shift = shift.contiguous(memory_format=torch.channels_last)
+            y = F.leaky_relu(torch.addcmul(shift.to(out.dtype), out, scale.to(out.dtype)[:, :, None, None]), 0.2)
+            if clamp is not None:
+                y = y.clamp(-clamp, clamp)
+        ctx.save_for_backward(x, style, weight, scale, out, y, kernel)
+        ctx.mode, ctx.clamp, ctx.shift_shape, ctx.shift_dtype = mode, clamp, shift.shape, shift.dtype
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):  # noqa: ANN001, D102
+        x, style, weight, scale, out, y, kernel = ctx.saved_tensors
+        need_x, need_style, _, need_scale, need_shift = ctx.needs_input_grad[:5]
+        gy = gy.to(y.dtype)
+        gz = torch.where(y > 0, gy, gy * 0.2)  # y > 0 exactly where the pre-activation is
+        if ctx.clamp is not None:  # clamp passes the gradient inside the range (at its edge too, unlike here)
+            gz = gz * (y.abs() < ctx.clamp).to(y.dtype)
+        acc = torch.promote_types(gz.dtype, torch.float32)  # sums in float32 (float64 in gradient checks)
+        g_scale = (gz * out).sum(dim=(2, 3), dtype=acc).to(scale.dtype) if need_scale else None
+        g_shift = _sum_to(gz, ctx.shift_shape).to(ctx.shift_dtype) if need_shift else None
+        g_x = g_style = None
+        if need_x or need_style:
+            g_xs = conv_input_grad(gz * scale.to(gz.dtype)[:, :, None, None], weight, ctx.mode, kernel)
+            if need_style:
+                g_style = (g_xs * x.to(g_xs.dtype)).sum(dim=(2, 3), dtype=acc).to(style.dtype)
+            if need_x:
+                g_x = (g_xs * style.to(g_xs.dtype)[:, :, None, None]).to(x.dtype)
+        return g_x, g_style, None, g_scale, g_shift, None, None, None
+
+
+class ModulatedRGBFn(torch.autograd.Function):
+    """``conv1x1(x * s, W)`` in ``W``'s dtype (float32 under bf16 autocast) for a frozen W, keeping ``x`` as it is.
+
+    Plain autograd kept a float32 copy of ``x`` and of ``x * s``: at 1024 px, 256 MiB per image.
+    """
+
+    @staticmethod
+    def forward(ctx, x, style, weight):  # noqa: ANN001, D102
+        ctx.save_for_backward(x, style, weight)
+        return F.conv2d(x.to(weight.dtype) * style[:, :, None, None], weight)
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: ANN001, D102
+        x, style, weight = ctx.saved_tensors
+        g_xs = F.conv_transpose2d(g.to(weight.dtype), weight)
+        g_style = (g_xs * x).sum(dim=(2, 3)).to(style.dtype) if ctx.needs_input_grad[1] else None
+        g_x = (g_xs * style[:, :, None, None]).to(x.dtype) if ctx.needs_input_grad[0] else None
+        return g_x, g_style, None
 
 
 class Blur(nn.Module):
@@ -285,8 +420,14 @@ class StyledConv(nn.Module):
         With out, d = the modulated convolution and its demodulation coefficients, and g = sqrt(2) > 0,
         ``g * lrelu(out * d + a * noise + b) = lrelu(out * (g d) + g (a * noise + b))``.
         """
-        out, dcoef = self.conv.modulated(x, w)
+        layer = self.conv
         shift = (self.activate.bias[None, :, None, None] + self.noise.weight * noise) * LRELU_GAIN
+        if LEAN_BACKWARD and not layer.weight.requires_grad:
+            style = layer.modulation(w)
+            mode = layer.conv_mode(x)
+            return StyledConvFn.apply(x, style, layer.conv_weight(mode), layer.demodulation(style) * LRELU_GAIN,
+                                      shift, mode, layer.blur.kernel if layer.upsample else None, self.clamp)
+        out, dcoef = layer.modulated(x, w)
         if out.is_contiguous(memory_format=torch.channels_last):
             shift = shift.contiguous(memory_format=torch.channels_last)
         scale = (dcoef * LRELU_GAIN).to(out.dtype)[:, :, None, None]
@@ -319,7 +460,12 @@ class ToRGB(nn.Module):
         """
         acc = torch.promote_types(x.dtype, torch.float32)  # float32, or float64 for gradient checks
         with torch.autocast(x.device.type, enabled=False):
-            out = self.conv(x.to(acc), w.to(acc)) + self.bias
+            layer = self.conv
+            if LEAN_BACKWARD and not layer.weight.requires_grad:  # x stays as it is (bf16) for backward
+                weight = (layer.weight[0] * layer.scale).to(acc)
+                out = ModulatedRGBFn.apply(x, layer.modulation(w.to(acc)), weight) + self.bias
+            else:
+                out = layer(x.to(acc), w.to(acc)) + self.bias
             if self.clamp is not None:
                 out = out.clamp(-self.clamp, self.clamp)
             if skip is not None:

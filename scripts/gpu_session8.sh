@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Session 8 on the GPU machine (device run, carry [".wheels"]); everything written goes to $OUT:
+#   bash scripts/gpu_session8.sh world256 LIMIT_S SR_MIN ENC_MIN N
+#       issue 16: train the 256 px world's detail blocks (the loader's workers now use one thread each, so it
+#       keeps up) and its F/W+ 4x4 encoder, install both (and keep a copy in /tmp/world256_assets, which the
+#       later modes install again on the same machine), then the capacity probe (N faces, a 16x16-cell
+#       random field) of F/W+ 4x4 with its base-code regulariser at 10 (published) and at 0, and of W
+#   bash scripts/gpu_session8.sh memory LIMIT_S
+#       issue 17: what autograd keeps per image at 1024 px with the lean backward and without
+#       (scripts/saved_memory.py); all seven methods in bench run on a random-weight 1024 px config-f
+#       rosinality checkpoint (quick encoders for the four that need one: timing only), and im2s,w with the
+#       lean backward off; bench speed at 256 px with it on and off; the compile test on the GPU
+#   bash scripts/gpu_session8.sh protocol256 LIMIT_S N
+#       issue 16: bdinvert-table1 on the 256 px world at paper steps (N faces; F/W+ 4x4, P-norm+, W, Im2S),
+#       then F/W+ 4x4 again with its base-code regulariser off
+set -uo pipefail
+WHAT=$1; LIMIT=$2; OUTDIR=${OUT:-out}; mkdir -p "$OUTDIR"
+source scripts/device_setup.sh
+start=$(date +%s)
+left() { echo $(( LIMIT - ($(date +%s) - start) )); }
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+SAVED=/tmp/world256_assets
+
+install() {  # install assets from $OUTDIR into bench/world/assets with provenance
+  python3 - "$@" <<PY
+import sys, datetime, torch
+from pathlib import Path
+from bench.world import zoo
+names, command = sys.argv[1].split(","), sys.argv[2]
+zoo.install(Path("$OUTDIR"), names, {"command": command, "commit": "$COMMIT",
+            "device": torch.cuda.get_device_name(0), "date": datetime.date.today().isoformat()})
+PY
+  cp bench/world/assets/manifest.json "$OUTDIR/manifest.json"
+}
+
+if [ -d "$SAVED" ] && [ "$WHAT" != world256 ]; then  # this machine trained them in an earlier call
+  cp "$SAVED"/* bench/world/assets/ && echo "installed the 256 px world assets trained earlier on this machine"
+fi
+
+if [ "$WHAT" = world256 ]; then
+  SR_MIN=$3; ENC_MIN=$4; N=$5
+  python3 -m bench.world.world256 train --out "$OUTDIR" --minutes "$SR_MIN" --batch 32 --workers 14 \
+    > "$OUTDIR/sr_log.txt" 2>&1 || { tail -30 "$OUTDIR/sr_log.txt"; exit 1; }
+  tail -3 "$OUTDIR/sr_log.txt"
+  install generator256_sr "python -m bench.world.world256 train --out OUT --minutes $SR_MIN --batch 32 --workers 14"
+  python3 -m bench train-encoder fwplus4 --generator world256 --out "$OUTDIR/encoder4_world256.safetensors" \
+    --minutes "$ENC_MIN" --width 8 --head-width 32 --work /tmp/enc4 --quiet 2>&1 | tail -2 | cut -c1-400 |
+    tee "$OUTDIR/enc_log.txt"
+  install fwplus4_encoder_world256 "bench train-encoder fwplus4 --generator world256 --out OUT --minutes $ENC_MIN --width 8 --head-width 32"
+  mkdir -p "$SAVED" && cp bench/world/assets/{generator256_sr,encoder4_world256}.safetensors \
+    bench/world/assets/manifest.json "$SAVED/"
+  echo "trained and installed at $(( $(date +%s) - start )) s"
+  timeout $(( $(left) * 3 / 5 )) python3 scripts/capacity_probe.py --generator world256 --methods fwplus16,w \
+    --n "$N" --out "$OUTDIR/probe_world256.json" 2>&1 | grep '^{'
+  timeout $(( $(left) - 10 )) python3 scripts/capacity_probe.py --generator world256 --methods fwplus16 --n "$N" \
+    --param fwplus16.basecode_weight=0 --out "$OUTDIR/probe_world256_reg0.json" 2>&1 | grep '^{'
+elif [ "$WHAT" = memory ]; then
+  for lean in 1 0; do
+    BENCH_LEAN_BACKWARD=$lean python3 scripts/saved_memory.py --resolution 1024 --batch 4 --device cuda |
+      tee -a "$OUTDIR/saved_memory.jsonl" | cut -c1-300
+  done
+  python3 - <<'EOF'
+import torch
+from bench.generators.checkpoints import save_rosinality
+from bench.speed import build_timing_setup
+gen, _, _ = build_timing_setup("config-f-1024", torch.device("cpu"))
+save_rosinality(gen, "/tmp/config-f-1024.pt")
+EOF
+  G=/tmp/config-f-1024.pt; ENC=()
+  for m in fwplus8 fwplus16 idinvert psp; do  # a few iterations: these encoders only make the timing possible
+    extra=(); [ $m = idinvert ] || [ $m = psp ] && extra=(--data synthetic:16 --n 16)
+    python3 -m bench train-encoder $m --generator $G --out /tmp/enc_$m.safetensors --iterations 3 --width 8 \
+      --work /tmp/encw_$m --quiet "${extra[@]}" 2>&1 | tail -1 | cut -c1-160
+    ENC+=(--encoder $m=/tmp/enc_$m.safetensors)
+  done
+  echo "encoders at $(( $(date +%s) - start )) s"
+  timeout $(( $(left) / 2 )) python3 -m bench run --generator $G --data synthetic:32 \
+    --methods im2s,pnorm,w,fwplus8,fwplus16,idinvert,psp "${ENC[@]}" --steps 40 --perceptual none \
+    --no-save-latents --max-samples 0 --quiet --run-dir runs/r1024 2>&1 | tee "$OUTDIR/r1024_log.txt" | grep -v "^  "
+  cp runs/r1024/timing.csv "$OUTDIR/r1024_timing.csv"
+  BENCH_LEAN_BACKWARD=0 timeout $(( $(left) / 3 )) python3 -m bench run --generator $G --data synthetic:32 \
+    --methods im2s,w --steps 40 --perceptual none --no-save-latents --max-samples 0 --quiet \
+    --run-dir runs/r1024_plain 2>&1 | tee "$OUTDIR/r1024_plain_log.txt" | grep "batch size"
+  echo "bench runs done at $(( $(date +%s) - start )) s"
+  for lean in 1 0; do
+    BENCH_LEAN_BACKWARD=$lean timeout $(( $(left) / 3 )) python3 -m bench speed --config config-f-256 \
+      --methods im2s,fwplus16 --batch auto --no-single 2>&1 | tee -a "$OUTDIR/speed256_log.txt" | grep '^|'
+  done
+  timeout $(( $(left) - 5 )) python3 -m pytest -q -m gpu tests/accel/test_compile.py -p no:cacheprovider 2>&1 |
+    tail -3 | tee "$OUTDIR/compile_gpu_test.txt"
+elif [ "$WHAT" = protocol256 ]; then
+  N=$3
+  timeout $(( $(left) * 4 / 5 )) python3 -m bench run --generator world256 --methods fwplus16,pnorm,w,im2s \
+    --protocol bdinvert-table1 --n "$N" --profile paper --max-samples 4 --no-save-latents \
+    --quiet --run-dir runs/table1_world256 2>&1 | tee "$OUTDIR/protocol256_log.txt" | grep -v "^  " | tail -12
+  echo "bench run exit: ${PIPESTATUS[0]}; wall $(( $(date +%s) - start )) s (set-up included)" | tee -a "$OUTDIR/protocol256_log.txt"
+  timeout $(( $(left) - 10 )) python3 -m bench run --generator world256 --methods fwplus16 \
+    --param fwplus16.basecode_weight=0 --protocol bdinvert-table1 --n "$N" --profile paper --max-samples 0 \
+    --no-save-latents --quiet --run-dir runs/table1_world256_reg0 2>&1 | tee "$OUTDIR/protocol256_reg0_log.txt" |
+    grep -v "^  " | tail -3
+  for r in table1_world256 table1_world256_reg0; do
+    python3 -m bench report runs/$r --no-html > /dev/null 2>&1
+    tar czf "$OUTDIR/$r.tgz" -C runs --exclude latents $r
+  done
+fi
+echo "done at $(( $(date +%s) - start )) s"

@@ -1,0 +1,147 @@
+"""The lean backward of frozen generators (``layers.StyledConvFn``, ``layers.ModulatedRGBFn``): same forward,
+same gradients, far less kept for backward.
+
+References: the naive float64 StyleGAN2 of ``naive_stylegan2`` (its own modulated weights per image, plain
+autograd) for whole-generator gradients, and the plain-autograd path of the layers themselves
+(``BENCH_LEAN_BACKWARD=0``) layer by layer, for every convolution mode and with a conv clamp.
+"""
+
+import pytest
+import torch
+
+from bench.generators import layers
+from bench.generators.layers import StyledConv, ToRGB
+from tests.generators import naive_stylegan2 as naive
+from tests.generators.test_stylegan2 import random_generator
+
+MODES = ["two-step", "polyphase", "transposed"]
+
+
+def _frozen_layer(upsample, clamp, seed=0):
+    torch.manual_seed(seed)
+    layer = StyledConv(6, 5, 8, upsample=upsample, clamp=clamp).double()
+    with torch.no_grad():
+        layer.activate.bias.normal_(0, 0.5)
+        layer.noise.weight.fill_(0.7)
+    layer.conv.requires_grad_(False)  # the conv weight frozen (the lean path); bias, noise strength trainable
+    return layer
+
+
+def _layer_grads(layer, lean, monkeypatch, x, w, noise):
+    monkeypatch.setattr(layers, "LEAN_BACKWARD", lean)
+    x, w = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+    y = layer(x, w, noise)
+    r = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).reshape(y.shape)
+    params = [layer.activate.bias, layer.noise.weight]
+    grads = torch.autograd.grad((y * r).sum(), [x, w, *params])
+    return y.detach(), grads
+
+
+@pytest.mark.parametrize("upconv", MODES)
+@pytest.mark.parametrize("upsample", [False, True])
+@pytest.mark.parametrize("clamp", [None, 0.6])
+def test_styled_conv_lean_gradients_match_autograd(monkeypatch, upconv, upsample, clamp):
+    if not upsample and upconv != MODES[0]:
+        pytest.skip("the mode only changes up-convolutions")
+    monkeypatch.setattr(layers, "UPCONV", upconv)
+    layer = _frozen_layer(upsample, clamp)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 6, 8, 8, generator=g, dtype=torch.float64)
+    w = torch.randn(3, 8, generator=g, dtype=torch.float64)
+    side = 16 if upsample else 8
+    noise = torch.randn(1, 1, side, side, generator=g, dtype=torch.float64)
+    y_ref, ref = _layer_grads(layer, False, monkeypatch, x, w, noise)
+    y, got = _layer_grads(layer, True, monkeypatch, x, w, noise)
+    assert torch.equal(y, y_ref)
+    if clamp is not None:  # the clamp is active on part of the output, so its masking is exercised
+        assert 0.05 < (y_ref.abs() >= clamp).double().mean() < 0.95
+    for a, b in zip(got, ref, strict=True):
+        assert b.abs().max() > 1e-3
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_rgb_lean_gradients_match_autograd(monkeypatch):
+    torch.manual_seed(0)
+    rgb = ToRGB(6, 8).double().requires_grad_(False)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 6, 8, 8, generator=g, dtype=torch.float64)
+    w = torch.randn(2, 8, generator=g, dtype=torch.float64)
+    skip = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64)
+    results = []
+    for lean in (False, True):
+        monkeypatch.setattr(layers, "LEAN_BACKWARD", lean)
+        xs, ws, sk = (t.clone().requires_grad_(True) for t in (x, w, skip))
+        out = rgb(xs, ws, sk)
+        results.append((out.detach(), torch.autograd.grad((out * out.detach().sin()).sum(), [xs, ws, sk])))
+    (ref_out, ref), (out, got) = results
+    assert torch.equal(out, ref_out)
+    for a, b in zip(got, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("upconv", MODES)
+def test_frozen_generator_gradients_match_naive_reference(monkeypatch, upconv):
+    """ws gradients of the whole frozen generator (lean path) against autograd through the naive model."""
+    monkeypatch.setattr(layers, "UPCONV", upconv)
+    gen = random_generator().double().requires_grad_(False)
+    sd = gen.state_dict()
+    ws = (gen.w_avg[None, None] + 0.5 * torch.randn(2, gen.num_ws, gen.w_dim, generator=torch.Generator().manual_seed(3),
+                                                    dtype=torch.float64)).requires_grad_(True)
+    target = torch.linspace(-1, 1, 32, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(((gen.synthesis(ws) - target) ** 2).sum(), ws)
+    ref_ws = ws.detach().clone().requires_grad_(True)
+    (ref,) = torch.autograd.grad(((naive.synthesis(sd, ref_ws, len(gen.to_rgbs)) - target) ** 2).sum(), ref_ws)
+    assert ref.abs().max() > 1e-2
+    torch.testing.assert_close(grad, ref, rtol=1e-9, atol=1e-9 * ref.abs().max().item())
+
+
+def test_base_code_gradients_match_plain_autograd(monkeypatch):
+    """F/W+: gradients with respect to the base code f and ws, lean against plain autograd."""
+    gen = random_generator().double().requires_grad_(False)
+    ws = gen.w_avg[None, None] + 0.5 * torch.randn(2, gen.num_ws, gen.w_dim, generator=torch.Generator().manual_seed(4),
+                                                   dtype=torch.float64)
+    f = gen.features(ws, 8)
+    grads = []
+    for lean in (False, True):
+        monkeypatch.setattr(layers, "LEAN_BACKWARD", lean)
+        fv, wv = f.clone().requires_grad_(True), ws.clone().requires_grad_(True)
+        grads.append(torch.autograd.grad(gen.synthesis_from(fv, wv, 8).square().sum(), [fv, wv]))
+    for a, b in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_bf16_forward_identical_and_gradients_close(monkeypatch):
+    """Under CPU bf16 autocast the lean forward is the plain one bit for bit; gradients agree to bf16 rounding."""
+    gen = random_generator().requires_grad_(False)
+    ws = gen.w_avg[None, None] + 0.5 * torch.randn(3, gen.num_ws, gen.w_dim, generator=torch.Generator().manual_seed(5))
+    out = []
+    for lean in (False, True):
+        monkeypatch.setattr(layers, "LEAN_BACKWARD", lean)
+        wv = ws.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            img = gen.synthesis(wv)
+        (grad,) = torch.autograd.grad(img.float().square().sum(), wv)
+        out.append((img.detach(), grad))
+    assert torch.equal(out[0][0], out[1][0])
+    ref, got = out[0][1], out[1][1]
+    assert (got - ref).norm() / ref.norm() < 2e-2
+
+
+def test_lean_backward_keeps_less(monkeypatch):
+    """What autograd keeps for backward (unique storages): the lean path keeps less than half of plain autograd."""
+    gen = random_generator(64, 32, channels={4: 32, 8: 32, 16: 32, 32: 32, 64: 16}).requires_grad_(False)
+    ws = gen.w_avg[None, None].repeat(4, gen.num_ws, 1).requires_grad_(True)
+    kept = {}
+    for lean in (False, True):
+        monkeypatch.setattr(layers, "LEAN_BACKWARD", lean)
+        storages = {}
+
+        def pack(t, storages=storages):
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast("cpu", dtype=torch.bfloat16):
+            img = gen.synthesis(ws)
+        kept[lean] = sum(storages.values())
+        img.float().sum().backward()
+    assert kept[True] < 0.5 * kept[False]
