@@ -85,8 +85,8 @@ def test_frozen_generator_gradients_match_naive_reference(monkeypatch, upconv):
     monkeypatch.setattr(layers, "UPCONV", upconv)
     gen = random_generator().double().requires_grad_(False)
     sd = gen.state_dict()
-    ws = (gen.w_avg[None, None] + 0.5 * torch.randn(2, gen.num_ws, gen.w_dim, generator=torch.Generator().manual_seed(3),
-                                                    dtype=torch.float64)).requires_grad_(True)
+    noise = torch.randn(2, gen.num_ws, gen.w_dim, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    ws = (gen.w_avg[None, None] + 0.5 * noise).requires_grad_(True)
     target = torch.linspace(-1, 1, 32, dtype=torch.float64)
     (grad,) = torch.autograd.grad(((gen.synthesis(ws) - target) ** 2).sum(), ws)
     ref_ws = ws.detach().clone().requires_grad_(True)
