@@ -8,8 +8,8 @@
 #   bash scripts/gpu_session8.sh memory LIMIT_S
 #       issue 17: what autograd keeps per image at 1024 px with the lean backward and without
 #       (scripts/saved_memory.py); all seven methods in bench run on a random-weight 1024 px config-f
-#       rosinality checkpoint (quick encoders for the four that need one: timing only), and im2s,w with the
-#       lean backward off; bench speed at 256 px with it on and off; the compile test on the GPU
+#       rosinality checkpoint (quick encoders for the four that need one: timing only); bench speed of Im2S
+#       and F/W+ on the 64 px world at the protocol's batch (550), eager and compiled; the compile test
 #   bash scripts/gpu_session8.sh protocol256 LIMIT_S N
 #       issue 16: bdinvert-table1 on the 256 px world at paper steps (N faces; F/W+ 4x4, P-norm+, W, Im2S),
 #       then F/W+ 4x4 again with its base-code regulariser off
@@ -78,13 +78,10 @@ EOF
     --methods im2s,pnorm,w,fwplus8,fwplus16,idinvert,psp "${ENC[@]}" --steps 40 --perceptual none \
     --no-save-latents --max-samples 0 --quiet --run-dir runs/r1024 2>&1 | tee "$OUTDIR/r1024_log.txt" | grep -v "^  "
   cp runs/r1024/timing.csv "$OUTDIR/r1024_timing.csv"
-  BENCH_LEAN_BACKWARD=0 timeout $(( $(left) / 3 )) python3 -m bench run --generator $G --data synthetic:32 \
-    --methods im2s,w --steps 40 --perceptual none --no-save-latents --max-samples 0 --quiet \
-    --run-dir runs/r1024_plain 2>&1 | tee "$OUTDIR/r1024_plain_log.txt" | grep "batch size"
-  echo "bench runs done at $(( $(date +%s) - start )) s"
-  for lean in 1 0; do
-    BENCH_LEAN_BACKWARD=$lean timeout $(( $(left) / 3 )) python3 -m bench speed --config config-f-256 \
-      --methods im2s,fwplus16 --batch auto --no-single 2>&1 | tee -a "$OUTDIR/speed256_log.txt" | grep '^|'
+  echo "bench run done at $(( $(date +%s) - start )) s"
+  for c in "" --compile; do  # the protocol's shape: Im2S on the 64 px world at batch 550
+    timeout $(( $(left) / 3 )) python3 -m bench speed --config world --methods im2s,fwplus16 --batch 550 \
+      --steps 20,120 --no-single $c 2>&1 | tee -a "$OUTDIR/speed_world550_log.txt" | grep '^|'
   done
   timeout $(( $(left) - 5 )) python3 -m pytest -q -m gpu tests/accel/test_compile.py -p no:cacheprovider 2>&1 |
     tail -3 | tee "$OUTDIR/compile_gpu_test.txt"
