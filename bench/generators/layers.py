@@ -213,14 +213,40 @@ class ModulatedConv2d(nn.Module):
             return weight.transpose(0, 1)
         return weight
 
-    def demodulation(self, style: torch.Tensor) -> torch.Tensor:
-        """Demodulation coefficients (N, out), computed in float32 (float64 for float64 gradient checks)."""
+    def _weight_square_sums(self) -> torch.Tensor:
+        """(out, in) sums over the kernel of the squared scaled weight, in float32 (float64 for float64 checks)."""
         weight = self.weight[0] * self.scale
+        return weight.to(torch.promote_types(weight.dtype, torch.float32)).square().sum(dim=(2, 3))
+
+    def frozen(self, mode: str, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``conv_weight(mode)`` (cast to ``dtype``) and the demodulation's square sums, built once while frozen.
+
+        Inversion never changes the generator's weights, so rebuilding them at every step only costs
+        dispatch: about ten operations per layer. The cache is keyed by the weight's storage and version
+        counter, so a state-dict load, an in-place change or a move to another device or dtype rebuilds it;
+        under ``torch.compile`` they are computed in the graph instead (where they fold into constants).
+        """
+        if torch.compiler.is_compiling():
+            weight = self.conv_weight(mode)
+            return (weight if dtype is None else weight.to(dtype)), self._weight_square_sums()
+        w = self.weight
+        key = (mode, dtype, w.data_ptr(), w._version, w.dtype, w.device,
+               self.blur.kernel._version if self.upsample else 0)
+        cache = self.__dict__.setdefault("_frozen_cache", {})
+        if key not in cache:
+            if len(cache) >= 4:  # stale entries (another device, dtype or weight version)
+                cache.clear()
+            with torch.no_grad():
+                weight = self.conv_weight(mode)
+                cache[key] = (weight if dtype is None else weight.to(dtype)), self._weight_square_sums()
+        return cache[key]
+
+    def demodulation(self, style: torch.Tensor, square_sums: torch.Tensor | None = None) -> torch.Tensor:
+        """Demodulation coefficients (N, out), computed in float32 (float64 for float64 gradient checks)."""
+        wsq = self._weight_square_sums() if square_sums is None else square_sums
         with torch.autocast(style.device.type, enabled=False):
             # sum_{i,k} (W_oik * s_i)^2 = (s^2) @ (sum_k W_oik^2)^T
-            acc = torch.promote_types(weight.dtype, torch.float32)
-            wsq = weight.to(acc).square().sum(dim=(2, 3))  # (out, in)
-            return torch.rsqrt(style.to(acc).square() @ wsq.t() + 1e-8)
+            return torch.rsqrt(style.to(wsq.dtype).square() @ wsq.t() + 1e-8)
 
     def modulated(self, x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The convolution of the style-modulated input and the demodulation coefficients (N, out), or None.
@@ -375,10 +401,24 @@ class Upsample(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("kernel", make_fir_kernel(gain=4.0))
+        # the polyphase weight for RGB, built once: building it is 16 element copies, which had been about
+        # 700 of the 1500 operations an Im2S step dispatches on the 64 px world (per-step overhead on a GPU)
+        self.register_buffer("rgb_weight", upsample_weight(self.kernel, 3), persistent=False)
+        self.register_load_state_dict_post_hook(_refresh_after_load)
+
+    def refresh(self) -> None:
+        """Rebuild the cached RGB weight from ``kernel`` (after a state dict is loaded)."""
+        with torch.no_grad():
+            self.rgb_weight = upsample_weight(self.kernel, 3).to(self.rgb_weight.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = upsample_weight(self.kernel.to(x.dtype), x.shape[1])
-        return F.pixel_shuffle(F.conv2d(x, weight, padding=1, groups=x.shape[1]), 2)
+        c = x.shape[1]
+        weight = self.rgb_weight if c == 3 else upsample_weight(self.kernel, c)
+        return F.pixel_shuffle(F.conv2d(x, weight.to(x.dtype), padding=1, groups=c), 2)
+
+
+def _refresh_after_load(module: nn.Module, _keys: object) -> None:
+    module.refresh()
 
 
 class NoiseInjection(nn.Module):
@@ -425,7 +465,8 @@ class StyledConv(nn.Module):
         if LEAN_BACKWARD and not layer.weight.requires_grad:
             style = layer.modulation(w)
             mode = layer.conv_mode(x)
-            return StyledConvFn.apply(x, style, layer.conv_weight(mode), layer.demodulation(style) * LRELU_GAIN,
+            weight, square_sums = layer.frozen(mode, _compute_dtype(x))
+            return StyledConvFn.apply(x, style, weight, layer.demodulation(style, square_sums) * LRELU_GAIN,
                                       shift, mode, layer.blur.kernel if layer.upsample else None, self.clamp)
         out, dcoef = layer.modulated(x, w)
         if out.is_contiguous(memory_format=torch.channels_last):
@@ -462,7 +503,7 @@ class ToRGB(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             layer = self.conv
             if LEAN_BACKWARD and not layer.weight.requires_grad:  # x stays as it is (bf16) for backward
-                weight = (layer.weight[0] * layer.scale).to(acc)
+                weight, _ = layer.frozen("plain", acc)
                 out = ModulatedRGBFn.apply(x, layer.modulation(w.to(acc)), weight) + self.bias
             else:
                 out = layer(x.to(acc), w.to(acc)) + self.bias
