@@ -10,6 +10,10 @@
 #       (scripts/saved_memory.py); all seven methods in bench run on a random-weight 1024 px config-f
 #       rosinality checkpoint (quick encoders for the four that need one: timing only); bench speed of Im2S
 #       and F/W+ on the 64 px world at the protocol's batch (550), eager and compiled; the compile test
+#   bash scripts/gpu_session8.sh protocol64 LIMIT_S RANKS
+#       issue 17 (3a): the whole bdinvert-table1 on the 64 px world, 50 faces, paper steps, all seven methods,
+#       --precision auto, as RANKS torchrun processes sharing the one GPU (each rank's host dispatch overlaps
+#       the others' GPU work: at 64 px a step's fixed host cost, not the arithmetic, sets the time)
 #   bash scripts/gpu_session8.sh protocol256 LIMIT_S N
 #       issue 16: bdinvert-table1 on the 256 px world at paper steps (N faces; F/W+ 4x4, P-norm+, W, Im2S),
 #       then F/W+ 4x4 again with its base-code regulariser off
@@ -85,6 +89,16 @@ EOF
   done
   timeout $(( $(left) - 5 )) python3 -m pytest -q -m gpu tests/accel/test_compile.py -p no:cacheprovider 2>&1 |
     tail -3 | tee "$OUTDIR/compile_gpu_test.txt"
+elif [ "$WHAT" = protocol64 ]; then
+  RANKS=$3
+  timeout $(( $(left) - 15 )) python3 -m torch.distributed.run --standalone --nproc-per-node "$RANKS" -m bench run \
+    --methods fwplus8,fwplus16,im2s,pnorm,w,idinvert,psp --protocol bdinvert-table1 --n 50 --profile paper \
+    --precision auto --max-samples 4 --no-save-latents --quiet --run-dir runs/table1 2>&1 |
+    tee "$OUTDIR/protocol64_log.txt" | grep -v "^  " | tail -25
+  echo "torchrun bench run exit: ${PIPESTATUS[0]}; wall $(( $(date +%s) - start )) s (set-up included)" |
+    tee -a "$OUTDIR/protocol64_log.txt"
+  python3 -m bench report runs/table1 --no-html > /dev/null 2>&1
+  tar czf "$OUTDIR/protocol64_run.tgz" -C runs --exclude latents --exclude samples table1
 elif [ "$WHAT" = protocol256 ]; then
   N=$3
   timeout $(( $(left) * 4 / 5 )) python3 -m bench run --generator world256 --methods fwplus16,pnorm,w,im2s \
