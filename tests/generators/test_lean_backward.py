@@ -145,3 +145,30 @@ def test_lean_backward_keeps_less(monkeypatch):
         kept[lean] = sum(storages.values())
         img.float().sum().backward()
     assert kept[True] < 0.5 * kept[False]
+
+
+def test_frozen_weight_cache_follows_weight_changes():
+    """The cached derived weights are rebuilt after a state-dict load, an in-place change and a dtype move:
+    each render equals that of a generator built afresh (no cache yet) from the same state."""
+
+    def fresh(state):
+        g = random_generator(seed=11).requires_grad_(False)
+        g.load_state_dict(state)
+        return g
+
+    gen = random_generator().requires_grad_(False)
+    other = random_generator(seed=7).requires_grad_(False)
+    ws = gen.w_avg[None, None].repeat(2, gen.num_ws, 1)
+    with torch.no_grad():
+        first = gen.synthesis(ws)  # fills the caches
+        gen.load_state_dict(other.state_dict())
+        assert not torch.equal(gen.synthesis(ws), first)
+        assert torch.equal(gen.synthesis(ws), fresh(other.state_dict()).synthesis(ws))
+        gen.convs[0].conv.weight.mul_(0.5)
+        gen.to_rgbs[0].conv.weight.mul_(2.0)
+        assert torch.equal(gen.synthesis(ws), fresh(gen.state_dict()).synthesis(ws))
+        gen.double()
+        ref = fresh(gen.state_dict()).double()
+        out = gen.synthesis(ws.double())
+        assert out.dtype == torch.float64
+        assert torch.equal(out, ref.synthesis(ws.double()))
