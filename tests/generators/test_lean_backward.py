@@ -172,3 +172,21 @@ def test_frozen_weight_cache_follows_weight_changes():
         out = gen.synthesis(ws.double())
         assert out.dtype == torch.float64
         assert torch.equal(out, ref.synthesis(ws.double()))
+
+
+@pytest.mark.parametrize("upconv", MODES)
+def test_channels_last_lean_gradients_match_plain(monkeypatch, upconv):
+    """The CUDA layout (channels-last activations) through the lean path: same images and ws gradients."""
+    monkeypatch.setattr(layers, "UPCONV", upconv)
+    gen = random_generator().double().requires_grad_(False)
+    ws = gen.w_avg[None, None] + 0.5 * torch.randn(2, gen.num_ws, gen.w_dim, generator=torch.Generator().manual_seed(6),
+                                                   dtype=torch.float64)
+    results = []
+    for lean, channels_last in ((False, False), (True, True)):
+        monkeypatch.setattr(layers, "LEAN_BACKWARD", lean)
+        gen.channels_last = channels_last
+        wv = ws.clone().requires_grad_(True)
+        img = gen.synthesis(wv)
+        results.append((img.detach(), torch.autograd.grad((img * img.detach().cos()).sum(), wv)[0]))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-10, atol=1e-12)
