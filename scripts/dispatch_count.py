@@ -36,7 +36,7 @@ class _Count(TorchDispatchMode):
 
 
 def per_step(config: str, method: str, batch: int = 2) -> dict[str, float]:
-    """aten operations per optimisation step, by operation."""
+    """Aten operations per optimisation step, by operation."""
     gen, perceptual, _ = build_timing_setup(config, torch.device("cpu"))
     with torch.no_grad():
         targets = gen(torch.randn(batch, gen.z_dim, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
