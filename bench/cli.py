@@ -86,7 +86,7 @@ def main() -> None:
               help="Images inverted together, or auto: from free GPU memory (8 on the CPU).  [default: auto]")
 @click.option("--precision", type=click.Choice(PRECISION_CHOICES), default=None,
               help="Inversion arithmetic. auto: on CUDA each method at the fastest precision that held the GPU parity "
-                   "test (bf16; fp32 for w), fp32 on the CPU.  [default: auto]")
+                   "test (bf16; fp32 for psp), fp32 on the CPU.  [default: auto]")
 @click.option("--compile/--no-compile", default=None,
               help="torch.compile the generator (fuses its elementwise work; compiling takes minutes, so it pays "
                    "on long GPU runs).  [default: no]")
