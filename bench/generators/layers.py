@@ -461,19 +461,33 @@ class StyledConv(nn.Module):
         ``g * lrelu(out * d + a * noise + b) = lrelu(out * (g d) + g (a * noise + b))``.
         """
         layer = self.conv
-        shift = (self.activate.bias[None, :, None, None] + self.noise.weight * noise) * LRELU_GAIN
         if LEAN_BACKWARD and not layer.weight.requires_grad:
+            shift = self._shift(noise)
             style = layer.modulation(w)
             mode = layer.conv_mode(x)
             weight, square_sums = layer.frozen(mode, _compute_dtype(x))
             return StyledConvFn.apply(x, style, weight, layer.demodulation(style, square_sums) * LRELU_GAIN,
                                       shift, mode, layer.blur.kernel if layer.upsample else None, self.clamp)
+        shift = (self.activate.bias[None, :, None, None] + self.noise.weight * noise) * LRELU_GAIN
         out, dcoef = layer.modulated(x, w)
         if out.is_contiguous(memory_format=torch.channels_last):
             shift = shift.contiguous(memory_format=torch.channels_last)
         scale = (dcoef * LRELU_GAIN).to(out.dtype)[:, :, None, None]
         out = F.leaky_relu(torch.addcmul(shift.to(out.dtype), out, scale), 0.2)
         return out if self.clamp is None else out.clamp(-self.clamp, self.clamp)
+
+
+    def _shift(self, noise: torch.Tensor) -> torch.Tensor:
+        """``sqrt(2) * (bias + strength * noise)`` (1, C, H, W); built once while bias and strength are frozen."""
+        bias, strength = self.activate.bias, self.noise.weight
+        if bias.requires_grad or strength.requires_grad or torch.compiler.is_compiling():
+            return (bias[None, :, None, None] + strength * noise) * LRELU_GAIN
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in (bias, strength, noise))
+        cached = self.__dict__.get("_shift_cache")
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                cached = self.__dict__["_shift_cache"] = key, (bias[None, :, None, None] + strength * noise) * LRELU_GAIN
+        return cached[1]
 
 
 class ToRGB(nn.Module):
