@@ -14,6 +14,10 @@
 #       issue 17 (3a): the whole bdinvert-table1 on the 64 px world, 50 faces, paper steps, all seven methods,
 #       --precision auto, as RANKS torchrun processes sharing the one GPU (each rank's host dispatch overlaps
 #       the others' GPU work: at 64 px a step's fixed host cost, not the arithmetic, sets the time)
+#   bash scripts/gpu_session8.sh combo LIMIT_S RANKS
+#       issue 17 in one call: saved-for-backward MiB at 1024 px (lean on/off), Im2S, W, P-norm+ and F/W+ 16x16
+#       (quick encoder) in bench run on a random-weight 1024 px config-f checkpoint, then protocol64 with the
+#       time left
 #   bash scripts/gpu_session8.sh protocol256 LIMIT_S N
 #       issue 16: bdinvert-table1 on the 256 px world at paper steps (N faces; F/W+ 4x4, P-norm+, W, Im2S),
 #       then F/W+ 4x4 again with its base-code regulariser off
@@ -89,7 +93,29 @@ EOF
   done
   timeout $(( $(left) - 5 )) python3 -m pytest -q -m gpu tests/accel/test_compile.py -p no:cacheprovider 2>&1 |
     tail -3 | tee "$OUTDIR/compile_gpu_test.txt"
-elif [ "$WHAT" = protocol64 ]; then
+elif [ "$WHAT" = combo ]; then
+  for lean in 1 0; do
+    BENCH_LEAN_BACKWARD=$lean python3 scripts/saved_memory.py --resolution 1024 --batch 4 --device cuda |
+      tee -a "$OUTDIR/saved_memory.jsonl" | cut -c1-200
+  done
+  python3 - <<'EOF'
+import torch
+from bench.generators.checkpoints import save_rosinality
+from bench.speed import build_timing_setup
+gen, _, _ = build_timing_setup("config-f-1024", torch.device("cpu"))
+save_rosinality(gen, "/tmp/config-f-1024.pt")
+EOF
+  G=/tmp/config-f-1024.pt
+  python3 -m bench train-encoder fwplus16 --generator $G --out /tmp/enc16.safetensors --iterations 3 --width 8 \
+    --work /tmp/encw16 --quiet 2>&1 | tail -1 | cut -c1-120
+  timeout 200 python3 -m bench run --generator $G --data synthetic:32 --methods im2s,w,pnorm,fwplus16 \
+    --encoder fwplus16=/tmp/enc16.safetensors --steps 40 --perceptual none --no-save-latents --max-samples 0 \
+    --quiet --run-dir runs/r1024 2>&1 | tee "$OUTDIR/r1024_log.txt" | grep -v "^  "
+  cp runs/r1024/timing.csv "$OUTDIR/r1024_timing.csv"
+  echo "1024 done at $(( $(date +%s) - start )) s"
+  LIMIT=$(( LIMIT - ($(date +%s) - start) )); start=$(date +%s); WHAT=protocol64
+fi
+if [ "$WHAT" = protocol64 ]; then
   RANKS=$3
   timeout $(( $(left) - 15 )) python3 -m torch.distributed.run --standalone --nproc-per-node "$RANKS" -m bench run \
     --methods fwplus8,fwplus16,im2s,pnorm,w,idinvert,psp --protocol bdinvert-table1 --n 50 --profile paper \
