@@ -21,9 +21,9 @@ use. With frozen weights the styled convolution (modulate, convolve, demodulate,
 and the RGB layer run as autograd functions (:class:`StyledConvFn`, :class:`ModulatedRGBFn`) that keep, per
 layer, only the convolution's output and the layer's input and output (which the neighbouring layers keep
 anyway), with the backward pass written out; plain autograd kept also the modulated input and the
-pre-activation, and under bf16 a float32 copy of each RGB layer's input: 1522 against 593 MiB per image at
-1024 px (``scripts/saved_memory.py``, benchmarks/RESULTS.md). Trainable weights (the world's training) take
-the plain autograd path; ``BENCH_LEAN_BACKWARD=0`` forces it. Both are the same function, and their
+pre-activation, and under bf16 a float32 copy of each RGB layer's input: 1457 against 582 MiB per image at
+1024 px, batch 2 (``scripts/saved_memory.py``, benchmarks/RESULTS.md). Trainable weights (the world's
+training) take the plain autograd path; ``BENCH_LEAN_BACKWARD=0`` forces it. Both are the same function, and their
 gradients agree to float64 rounding (tests/generators/test_lean_backward.py).
 """
 
@@ -486,7 +486,8 @@ class StyledConv(nn.Module):
         cached = self.__dict__.get("_shift_cache")
         if cached is None or cached[0] != key:
             with torch.no_grad():
-                cached = self.__dict__["_shift_cache"] = key, (bias[None, :, None, None] + strength * noise) * LRELU_GAIN
+                shift = (bias[None, :, None, None] + strength * noise) * LRELU_GAIN
+            cached = self.__dict__["_shift_cache"] = key, shift
         return cached[1]
 
 
