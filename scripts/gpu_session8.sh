@@ -116,9 +116,9 @@ EOF
   LIMIT=$(( LIMIT - ($(date +%s) - start) )); start=$(date +%s); WHAT=protocol64
 fi
 if [ "$WHAT" = protocol64 ]; then
-  RANKS=$3
+  RANKS=$3  # --items, not --n: torchrun's own parser takes --n for an abbreviation of its --nnodes
   timeout $(( $(left) - 15 )) python3 -m torch.distributed.run --standalone --nproc-per-node "$RANKS" -m bench run \
-    --methods fwplus8,fwplus16,im2s,pnorm,w,idinvert,psp --protocol bdinvert-table1 --n 50 --profile paper \
+    --methods fwplus8,fwplus16,im2s,pnorm,w,idinvert,psp --protocol bdinvert-table1 --items 50 --profile paper \
     --precision auto --max-samples 4 --no-save-latents --quiet --run-dir runs/table1 2>&1 |
     tee "$OUTDIR/protocol64_log.txt" | grep -v "^  " | tail -25
   echo "torchrun bench run exit: ${PIPESTATUS[0]}; wall $(( $(date +%s) - start )) s (set-up included)" |
