@@ -7,29 +7,17 @@
 set -uo pipefail
 WHAT=$1; OUTDIR=${OUT:-out}; mkdir -p "$OUTDIR"
 source scripts/device_setup.sh
-COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
-install() {  # install assets from $OUTDIR into bench/world/assets with provenance
-  python3 - "$@" <<PY
-import sys, datetime, torch
-from pathlib import Path
-from bench.world import zoo
-names, command = sys.argv[1].split(","), sys.argv[2]
-zoo.install(Path("$OUTDIR"), names, {"command": command, "commit": "$COMMIT",
-            "device": torch.cuda.get_device_name(0), "date": datetime.date.today().isoformat()})
-PY
-  cp bench/world/assets/manifest.json "$OUTDIR/manifest.json"
-}
 
 if [ "$WHAT" = world256 ]; then
   SR_MIN=$2; ENC_MIN=$3
   python3 -m bench.world.world256 train --out "$OUTDIR" --minutes "$SR_MIN" --batch 32 --workers 14 \
     > "$OUTDIR/sr_log.txt" 2>&1 || { tail -30 "$OUTDIR/sr_log.txt"; exit 1; }
   tail -3 "$OUTDIR/sr_log.txt"
-  install generator256_sr "python -m bench.world.world256 train --out OUT --minutes $SR_MIN --batch 32 --workers 14"
+  install_assets generator256_sr "python -m bench.world.world256 train --out OUT --minutes $SR_MIN --batch 32 --workers 14"
   python3 -m bench train-encoder fwplus4 --generator world256 --out "$OUTDIR/encoder4_world256.safetensors" \
     --minutes "$ENC_MIN" --width 8 --head-width 32 --work /tmp/enc4 --quiet 2>&1 | tail -2 | cut -c1-400
-  install fwplus4_encoder_world256 "bench train-encoder fwplus4 --generator world256 --out OUT --minutes $ENC_MIN --width 8 --head-width 32"
+  install_assets fwplus4_encoder_world256 "bench train-encoder fwplus4 --generator world256 --out OUT --minutes $ENC_MIN --width 8 --head-width 32"
   python3 scripts/capacity_probe.py --generator world256 --methods fwplus4,w --n 10 \
     --out "$OUTDIR/probe_world256.json" 2>&1 | tail -4
 elif [ "$WHAT" = probes ]; then  # the 64 px world, then the 256 px world (fwplus16 runs 4x4 there)

@@ -26,43 +26,9 @@ WHAT=$1; LIMIT=$2; OUTDIR=${OUT:-out}; mkdir -p "$OUTDIR"
 source scripts/device_setup.sh
 start=$(date +%s)
 left() { echo $(( LIMIT - ($(date +%s) - start) )); }
-COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 SAVED=/tmp/world256_assets
 
-install() {  # install assets from $OUTDIR into bench/world/assets with provenance
-  python3 - "$@" <<PY
-import sys, datetime, torch
-from pathlib import Path
-from bench.world import zoo
-names, command = sys.argv[1].split(","), sys.argv[2]
-zoo.install(Path("$OUTDIR"), names, {"command": command, "commit": "$COMMIT",
-            "device": torch.cuda.get_device_name(0), "date": datetime.date.today().isoformat()})
-PY
-  cp bench/world/assets/manifest.json "$OUTDIR/manifest.json"
-}
-
-if [ -d "$SAVED" ] && [ "$WHAT" != world256 ]; then  # this machine trained them in an earlier call
-  cp "$SAVED"/* bench/world/assets/ && echo "installed the 256 px world assets trained earlier on this machine"
-fi
-
-if [ "$WHAT" = world256 ]; then
-  SR_MIN=$3; ENC_MIN=$4; N=$5
-  python3 -m bench.world.world256 train --out "$OUTDIR" --minutes "$SR_MIN" --batch 32 --workers 14 \
-    > "$OUTDIR/sr_log.txt" 2>&1 || { tail -30 "$OUTDIR/sr_log.txt"; exit 1; }
-  tail -3 "$OUTDIR/sr_log.txt"
-  install generator256_sr "python -m bench.world.world256 train --out OUT --minutes $SR_MIN --batch 32 --workers 14"
-  python3 -m bench train-encoder fwplus4 --generator world256 --out "$OUTDIR/encoder4_world256.safetensors" \
-    --minutes "$ENC_MIN" --width 8 --head-width 32 --work /tmp/enc4 --quiet 2>&1 | tail -2 | cut -c1-400 |
-    tee "$OUTDIR/enc_log.txt"
-  install fwplus4_encoder_world256 "bench train-encoder fwplus4 --generator world256 --out OUT --minutes $ENC_MIN --width 8 --head-width 32"
-  mkdir -p "$SAVED" && cp bench/world/assets/{generator256_sr,encoder4_world256}.safetensors \
-    bench/world/assets/manifest.json "$SAVED/"
-  echo "trained and installed at $(( $(date +%s) - start )) s"
-  timeout $(( $(left) * 3 / 5 )) python3 scripts/capacity_probe.py --generator world256 --methods fwplus16,w \
-    --n "$N" --out "$OUTDIR/probe_world256.json" 2>&1 | grep '^{'
-  timeout $(( $(left) - 10 )) python3 scripts/capacity_probe.py --generator world256 --methods fwplus16 --n "$N" \
-    --param fwplus16.basecode_weight=0 --out "$OUTDIR/probe_world256_reg0.json" 2>&1 | grep '^{'
-elif [ "$WHAT" = memory ]; then
+memory1024() {  # saved-for-backward MiB per image at 1024 px, lean and plain; a random config-f checkpoint
   for lean in 1 0; do
     BENCH_LEAN_BACKWARD=$lean python3 scripts/saved_memory.py --resolution 1024 --batch 4 --device cuda |
       tee -a "$OUTDIR/saved_memory.jsonl" | cut -c1-300
@@ -74,6 +40,31 @@ from bench.speed import build_timing_setup
 gen, _, _ = build_timing_setup("config-f-1024", torch.device("cpu"))
 save_rosinality(gen, "/tmp/config-f-1024.pt")
 EOF
+}
+
+if [ -d "$SAVED" ] && [ "$WHAT" != world256 ]; then  # this machine trained them in an earlier call
+  cp "$SAVED"/* bench/world/assets/ && echo "installed the 256 px world assets trained earlier on this machine"
+fi
+
+if [ "$WHAT" = world256 ]; then
+  SR_MIN=$3; ENC_MIN=$4; N=$5
+  python3 -m bench.world.world256 train --out "$OUTDIR" --minutes "$SR_MIN" --batch 32 --workers 14 \
+    > "$OUTDIR/sr_log.txt" 2>&1 || { tail -30 "$OUTDIR/sr_log.txt"; exit 1; }
+  tail -3 "$OUTDIR/sr_log.txt"
+  install_assets generator256_sr "python -m bench.world.world256 train --out OUT --minutes $SR_MIN --batch 32 --workers 14"
+  python3 -m bench train-encoder fwplus4 --generator world256 --out "$OUTDIR/encoder4_world256.safetensors" \
+    --minutes "$ENC_MIN" --width 8 --head-width 32 --work /tmp/enc4 --quiet 2>&1 | tail -2 | cut -c1-400 |
+    tee "$OUTDIR/enc_log.txt"
+  install_assets fwplus4_encoder_world256 "bench train-encoder fwplus4 --generator world256 --out OUT --minutes $ENC_MIN --width 8 --head-width 32"
+  mkdir -p "$SAVED" && cp bench/world/assets/{generator256_sr,encoder4_world256}.safetensors \
+    bench/world/assets/manifest.json "$SAVED/"
+  echo "trained and installed at $(( $(date +%s) - start )) s"
+  timeout $(( $(left) * 3 / 5 )) python3 scripts/capacity_probe.py --generator world256 --methods fwplus16,w \
+    --n "$N" --out "$OUTDIR/probe_world256.json" 2>&1 | grep '^{'
+  timeout $(( $(left) - 10 )) python3 scripts/capacity_probe.py --generator world256 --methods fwplus16 --n "$N" \
+    --param fwplus16.basecode_weight=0 --out "$OUTDIR/probe_world256_reg0.json" 2>&1 | grep '^{'
+elif [ "$WHAT" = memory ]; then
+  memory1024
   G=/tmp/config-f-1024.pt; ENC=()
   for m in fwplus8 fwplus16 idinvert psp; do  # a few iterations: these encoders only make the timing possible
     extra=(); [ $m = idinvert ] || [ $m = psp ] && extra=(--data synthetic:16 --n 16)
@@ -94,17 +85,7 @@ EOF
   timeout $(( $(left) - 5 )) python3 -m pytest -q -m gpu tests/accel/test_compile.py -p no:cacheprovider 2>&1 |
     tail -3 | tee "$OUTDIR/compile_gpu_test.txt"
 elif [ "$WHAT" = combo ]; then
-  for lean in 1 0; do
-    BENCH_LEAN_BACKWARD=$lean python3 scripts/saved_memory.py --resolution 1024 --batch 4 --device cuda |
-      tee -a "$OUTDIR/saved_memory.jsonl" | cut -c1-200
-  done
-  python3 - <<'EOF'
-import torch
-from bench.generators.checkpoints import save_rosinality
-from bench.speed import build_timing_setup
-gen, _, _ = build_timing_setup("config-f-1024", torch.device("cpu"))
-save_rosinality(gen, "/tmp/config-f-1024.pt")
-EOF
+  memory1024
   G=/tmp/config-f-1024.pt
   python3 -m bench train-encoder fwplus16 --generator $G --out /tmp/enc16.safetensors --iterations 3 --width 8 \
     --work /tmp/encw16 --quiet 2>&1 | tail -1 | cut -c1-120
