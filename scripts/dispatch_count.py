@@ -13,16 +13,12 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import sys
-from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.speed import _resources, build_timing_setup  # noqa: E402
-from methods import build_method  # noqa: E402
+from bench.speed import _resources, build_timing_setup
+from methods import build_method
 
 
 class _Count(TorchDispatchMode):

@@ -16,15 +16,11 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.generators.stylegan2 import GeneratorConfig, StyleGAN2Generator, rosinality_channels  # noqa: E402
+from bench.generators.stylegan2 import GeneratorConfig, StyleGAN2Generator, rosinality_channels
 
 
 def measure(resolution: int, batch: int, precision: str, device: str, base: int | None = None) -> dict:

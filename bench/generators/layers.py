@@ -177,6 +177,25 @@ class EqualLinear(nn.Module):
         return out
 
 
+def _built_once(module: nn.Module, key: tuple, tensors: tuple[torch.Tensor, ...], build):  # noqa: ANN001, ANN202
+    """``build()``, kept on ``module`` for ``key`` while ``tensors`` keep their storage and version counter.
+
+    For what a frozen generator derives from its weights at every call: a state-dict load, an in-place
+    change or a move to another device or dtype gives the tensors a new storage or version, so ``build``
+    runs again. Under ``torch.compile`` nothing is kept: the graph computes (and folds) it.
+    """
+    if torch.compiler.is_compiling():
+        return build()
+    key = key + tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+    cache = module.__dict__.setdefault("_built_once", {})
+    if key not in cache:
+        if len(cache) >= 4:  # stale entries (another device, dtype or weight version)
+            cache.clear()
+        with torch.no_grad():
+            cache[key] = build()
+    return cache[key]
+
+
 class ModulatedConv2d(nn.Module):
     """Style-modulated (and optionally demodulated) convolution, optionally with 2x upsampling."""
 
@@ -222,24 +241,14 @@ class ModulatedConv2d(nn.Module):
         """``conv_weight(mode)`` (cast to ``dtype``) and the demodulation's square sums, built once while frozen.
 
         Inversion never changes the generator's weights, so rebuilding them at every step only costs
-        dispatch: about ten operations per layer. The cache is keyed by the weight's storage and version
-        counter, so a state-dict load, an in-place change or a move to another device or dtype rebuilds it;
-        under ``torch.compile`` they are computed in the graph instead (where they fold into constants).
+        dispatch: about ten operations per layer (:func:`_built_once`).
         """
-        if torch.compiler.is_compiling():
+        def build() -> tuple[torch.Tensor, torch.Tensor]:
             weight = self.conv_weight(mode)
             return (weight if dtype is None else weight.to(dtype)), self._weight_square_sums()
-        w = self.weight
-        key = (mode, dtype, w.data_ptr(), w._version, w.dtype, w.device,
-               self.blur.kernel._version if self.upsample else 0)
-        cache = self.__dict__.setdefault("_frozen_cache", {})
-        if key not in cache:
-            if len(cache) >= 4:  # stale entries (another device, dtype or weight version)
-                cache.clear()
-            with torch.no_grad():
-                weight = self.conv_weight(mode)
-                cache[key] = (weight if dtype is None else weight.to(dtype)), self._weight_square_sums()
-        return cache[key]
+
+        tensors = (self.weight, self.blur.kernel) if self.upsample else (self.weight,)
+        return _built_once(self, (mode, dtype), tensors, build)
 
     def demodulation(self, style: torch.Tensor, square_sums: torch.Tensor | None = None) -> torch.Tensor:
         """Demodulation coefficients (N, out), computed in float32 (float64 for float64 gradient checks)."""
@@ -402,7 +411,7 @@ class Upsample(nn.Module):
         super().__init__()
         self.register_buffer("kernel", make_fir_kernel(gain=4.0))
         # the polyphase weight for RGB, built once: building it is 16 element copies, which had been about
-        # 700 of the 1500 operations an Im2S step dispatches on the 64 px world (per-step overhead on a GPU)
+        # 460 of the 1430 operations an Im2S step dispatches on the 64 px world (scripts/dispatch_count.py)
         self.register_buffer("rgb_weight", upsample_weight(self.kernel, 3), persistent=False)
         self.register_load_state_dict_post_hook(_refresh_after_load)
 
@@ -461,14 +470,13 @@ class StyledConv(nn.Module):
         ``g * lrelu(out * d + a * noise + b) = lrelu(out * (g d) + g (a * noise + b))``.
         """
         layer = self.conv
+        shift = self._shift(noise)
         if LEAN_BACKWARD and not layer.weight.requires_grad:
-            shift = self._shift(noise)
             style = layer.modulation(w)
             mode = layer.conv_mode(x)
             weight, square_sums = layer.frozen(mode, _compute_dtype(x))
             return StyledConvFn.apply(x, style, weight, layer.demodulation(style, square_sums) * LRELU_GAIN,
                                       shift, mode, layer.blur.kernel if layer.upsample else None, self.clamp)
-        shift = (self.activate.bias[None, :, None, None] + self.noise.weight * noise) * LRELU_GAIN
         out, dcoef = layer.modulated(x, w)
         if out.is_contiguous(memory_format=torch.channels_last):
             shift = shift.contiguous(memory_format=torch.channels_last)
@@ -476,19 +484,16 @@ class StyledConv(nn.Module):
         out = F.leaky_relu(torch.addcmul(shift.to(out.dtype), out, scale), 0.2)
         return out if self.clamp is None else out.clamp(-self.clamp, self.clamp)
 
-
     def _shift(self, noise: torch.Tensor) -> torch.Tensor:
         """``sqrt(2) * (bias + strength * noise)`` (1, C, H, W); built once while bias and strength are frozen."""
         bias, strength = self.activate.bias, self.noise.weight
-        if bias.requires_grad or strength.requires_grad or torch.compiler.is_compiling():
+
+        def build() -> torch.Tensor:
             return (bias[None, :, None, None] + strength * noise) * LRELU_GAIN
-        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in (bias, strength, noise))
-        cached = self.__dict__.get("_shift_cache")
-        if cached is None or cached[0] != key:
-            with torch.no_grad():
-                shift = (bias[None, :, None, None] + strength * noise) * LRELU_GAIN
-            cached = self.__dict__["_shift_cache"] = key, shift
-        return cached[1]
+
+        if bias.requires_grad or strength.requires_grad:
+            return build()
+        return _built_once(self, ("shift",), (bias, strength, noise), build)
 
 
 class ToRGB(nn.Module):
