@@ -24,6 +24,7 @@ from bench.encoders.psp_release import load_generator_file
 from bench.metrics import DEFAULT_METRICS, Metric, build_metrics
 from bench.perceptual import PERCEPTUAL_CHOICES, lpips_weight_files, resolve_perceptual
 from bench.world.defaults import default_data_spec, default_generator
+from bench.world import world256
 from bench.world.perceptual import NAME as WORLD_METRIC
 from methods import build_method, expand_method_names, get_preset
 from methods.base import check_overrides
@@ -37,7 +38,8 @@ from transforms import (
 )
 from transforms.geometric import RESAMPLE_MODES
 
-WORLD256 = "world256"  # the 256 px embedded world (bench.world.world256), named by --generator
+WORLD256 = world256.NAME  # the 256 px embedded world, named by --generator
+WORLD64 = "world64"  # the 64 px embedded world by name: the default, except for protocol runs
 
 
 def resolve_device(name: str) -> torch.device:
@@ -128,6 +130,8 @@ class Prepared:
     accels: dict = field(default_factory=dict)
     # method -> batch size that fits (from --batch-size auto's probe, or halved after an out-of-memory)
     batch_sizes: dict = field(default_factory=dict)
+    # method -> why it is not run on this generator (a world that cannot hold its base-code proportion)
+    skipped: dict = field(default_factory=dict)
 
 
 def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Prepared:
@@ -135,8 +139,14 @@ def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Prepared:
     device = resolve_device(config.device)
     config = resolve(config, device_type=device.type)
     check_names(config)
-    config = replace(config, method_params=world_proportions(config, method_params(config)))
-    methods = expand_method_names(config.methods)
+    config, note = choose_world(config)
+    if note:
+        log(note)
+    params, skipped = world_proportions(config, method_params(config))
+    config = replace(config, method_params=params)
+    methods = [m for m in expand_method_names(config.methods) if m not in skipped]
+    for name, why in skipped.items():
+        log(f"{name}: not run on --generator {config.generator}: {why}")
     if config.generator:
         generator = load_generator_file(config.generator)  # also a pSp/e4e checkpoint's decoder
     else:
@@ -159,7 +169,7 @@ def prepare(config: RunConfig, log: Callable[[str], None] = print) -> Prepared:
     descriptions = {"generator": generator.description, "data": f"{data_spec}: {source.description}",
                     "perceptual": perceptual_text}
     prep = Prepared(config, device, generator, items, specs, methods, perceptual, metrics, descriptions,
-                    accel=resolve_accel(config.precision, device, config.compile),
+                    skipped=skipped, accel=resolve_accel(config.precision, device, config.compile),
                     accels={name: resolve_accel(config.precision, device, config.compile,
                                                 get_preset(name).gpu_precisions) for name in methods})
     prep.accel.prepare(generator, perceptual)
@@ -208,6 +218,24 @@ def is_world(config: RunConfig) -> bool:
     return config.generator is None or config.generator == WORLD256
 
 
+def choose_world(config: RunConfig) -> tuple[RunConfig, str]:
+    """Which embedded world a run without a generator file uses, and a line saying so ('' if nothing to say).
+
+    A protocol run (``--protocol``) uses the 256 px world, whose F/W+ base codes have the paper's proportions
+    (at 64 px a 16x16 base code holds 5.3x as many numbers as the image and stores any image, so its
+    robustness would say nothing about the generator). Other runs use the 64 px world (the CPU default).
+    ``--generator world64`` names the 64 px world (recorded as no generator, as before); ``world256`` the
+    other. A file of either name in the working folder is read as a file.
+    """
+    if config.generator == WORLD64 and not Path(WORLD64).exists():
+        return replace(config, generator=None), ""
+    if config.generator is None and config.protocol:
+        return replace(config, generator=WORLD256), (
+            f"--protocol {config.protocol} on the embedded world: the 256 px world (--generator {WORLD256}), whose "
+            f"F/W+ base codes have the paper's proportions; --generator {WORLD64} runs the 64 px world")
+    return config, ""
+
+
 # On the 256 px world the F/W+ presets take BDInvert's proportions rather than their absolute sizes: the
 # paper's 16x16 base code is 1/64 of a 1024 px side, so fwplus16 runs a 4x4 code there (1/64 of 256 px). The
 # paper's 8x8 (1/128) would need a 2x2 code, which a StyleGAN2 starting at 4x4 does not have.
@@ -216,22 +244,30 @@ WORLD_BASE_MISSING = {WORLD256: {"fwplus8": "the paper's 8x8 proportion (1/128 o
                                             "and the 256 px world starts at 4x4"}}
 
 
-def world_proportions(config: RunConfig, params: dict[str, dict]) -> dict[str, dict]:
+def world_proportions(config: RunConfig, params: dict[str, dict]) -> tuple[dict[str, dict], dict[str, str]]:
     """``params`` with the world's base-code size for each F/W+ preset that has one (a given base_res wins).
 
+    Returns:
+        (params, skipped): the presets whose paper proportion this world cannot hold, each with the reason;
+        the run leaves them out and records why (``config.json``, report header).
+
     Raises:
-        ValueError: for a preset whose paper proportion this world cannot hold (naming the alternative).
+        ValueError: when every method of the run would be left out (naming the alternative).
     """
     sizes, missing = WORLD_BASE_RES.get(config.generator, {}), WORLD_BASE_MISSING.get(config.generator, {})
     out = {k: dict(v) for k, v in params.items()}
-    for name in expand_method_names(config.methods):
+    skipped: dict[str, str] = {}
+    names = expand_method_names(config.methods)
+    for name in names:
         if name in sizes:
             out.setdefault(name, {}).setdefault("base_res", sizes[name])
         elif name in missing and "base_res" not in out.get(name, {}):
-            raise ValueError(f"--methods {name} on --generator {config.generator}: {missing[name]}; run fwplus16 "
-                             f"(4x4 here, the paper's 16x16 proportion) or set --param {name}.base_res=S "
-                             "(the report states its fraction)")
-    return out
+            skipped[name] = (f"{missing[name]}; fwplus16 runs the paper's 16x16 proportion here (4x4), or set "
+                             f"--param {name}.base_res=S (the report states its fraction)")
+    if skipped and len(skipped) == len(names):
+        name = next(iter(skipped))
+        raise ValueError(f"--methods {name} on --generator {config.generator}: {skipped[name]}")
+    return out, skipped
 
 
 def world_encoder_asset(name: str, config: RunConfig) -> str:
@@ -255,13 +291,18 @@ def method_resources(preset, prep: Prepared) -> dict:
 
     value = prep.config.encoders.get(preset.name)
     path, waive = split_encoder_value(value) if value is not None else (None, False)
+    lift = False
     if path is None and is_world(prep.config):
         path = zoo.asset_path(world_encoder_asset(preset.name, prep.config))
+        if path is None and prep.config.generator == WORLD256 and preset.name in world256.LIFTED_ENCODERS:
+            path, lift = zoo.asset_path(f"{preset.name}_encoder"), True  # the 64 px world's, on the same W space
     if path is None:
         raise ValueError(f"method {preset.name!r} needs an encoder trained for this generator; pass "
                          f"--encoder {preset.name}=PATH, or make one: bench train-encoder {preset.name} "
                          f"--generator {prep.config.generator or 'G'} --out FILE (bench zoo ls)")
     encoder = load_encoder(path, prep.device, method=preset.name)
+    if lift:
+        encoder = world256.lift_encoder(encoder, prep.generator.num_ws)
     check_trained_for(encoder, prep.generator, str(path), preset.name, waive)
     _check_encoder_fits(preset.name, encoder, prep, path)
     return {"encoder": encoder}

@@ -245,11 +245,14 @@ def method_settings(prep: Prepared, methods: dict[str, Method]) -> dict[str, dic
                    "batch_size": prep.batch_sizes.get(name, prep.config.batch_size),
                    "perceptual": prep.descriptions["perceptual"]}
             | ({"base_code": describe_base_code(prep.generator, m.params.base_res)}
-               if hasattr(m.params, "base_res") else {}) for name, m in methods.items()}
+               if hasattr(m.params, "base_res") else {})
+            | ({"encoder": m.encoder.source} if getattr(getattr(m, "encoder", None), "source", None) else {})
+            for name, m in methods.items()}
 
 
 def _write_config(store: RunStore, session: Session) -> None:
-    store.write_json("config.json", session.cfg | {"method_settings": method_settings(session.prep, session.methods)})
+    store.write_json("config.json", session.cfg | {"method_settings": method_settings(session.prep, session.methods)}
+                     | ({"skipped_methods": session.prep.skipped} if session.prep.skipped else {}))
 
 
 def work_units(prep: Prepared) -> list[Unit]:
@@ -278,4 +281,5 @@ def _notes(prep: Prepared, methods: dict[str, Method]) -> list[str]:
             f"precision{' (' + c.precision + ')' if c.precision == 'auto' else ''}: "
             f"{describe_accels(prep.accels)}  batch size: {c.batch_size}"] + (
         [f"edits: {', '.join(j.label for j in prep.edits)}"] if prep.edits else []) + [
-        f"{name}: " + ", ".join(f"{k}={v}" for k, v in asdict(m.params).items()) for name, m in methods.items()]
+        f"{name}: " + ", ".join(f"{k}={v}" for k, v in asdict(m.params).items()) for name, m in methods.items()] + [
+        f"{name}: not run: {why}" for name, why in prep.skipped.items()]

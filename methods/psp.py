@@ -105,6 +105,9 @@ class PSPConfig:
         stem_width: channels of the full-resolution stem.
         stage_widths: channels of the four backbone stages; the last is also the FPN and head width.
         stage_units: IR-SE units per stage.
+        repeat_last: trailing ws rows that repeat the last head's code instead of having heads of their own
+            (an encoder trained for a generator with fewer layers, lifted to one that adds finer layers on
+            the same W space: ``bench.world.world256.lift_encoder``); ``num_ws`` counts them.
     """
 
     num_ws: int
@@ -113,6 +116,7 @@ class PSPConfig:
     stem_width: int = 16
     stage_widths: tuple[int, int, int, int] = (24, 32, 48, 48)
     stage_units: tuple[int, int, int, int] = (1, 2, 3, 2)
+    repeat_last: int = 0
 
     def __post_init__(self) -> None:
         side = self.input_size
@@ -121,7 +125,9 @@ class PSPConfig:
         if len(self.stage_widths) != 4 or len(self.stage_units) != 4 or min(self.stage_units) < 1:
             raise ValueError(f"pSp encoder needs 4 stages with >= 1 unit each, got widths {self.stage_widths} "
                              f"and units {self.stage_units}")
-        style_split(self.num_ws)
+        if not 0 <= self.repeat_last <= self.num_ws - 3:
+            raise ValueError(f"pSp encoder repeat_last must be in [0, num_ws - 3], got {self.repeat_last}")
+        style_split(self.num_ws - self.repeat_last)
 
 
 class PSPEncoder(nn.Module):
@@ -146,9 +152,10 @@ class PSPEncoder(nn.Module):
         fpn = c.stage_widths[3]
         self.latlayer1 = nn.Conv2d(c.stage_widths[2], fpn, 1)
         self.latlayer2 = nn.Conv2d(c.stage_widths[1], fpn, 1)
-        coarse, middle, _ = style_split(c.num_ws)
+        heads = c.num_ws - c.repeat_last
+        coarse, middle, _ = style_split(heads)
         sides = [c.input_size // 16] * coarse + [c.input_size // 8] * middle
-        sides += [c.input_size // 4] * (c.num_ws - coarse - middle)
+        sides += [c.input_size // 4] * (heads - coarse - middle)
         self.styles = nn.ModuleList([Map2Style(fpn, s, c.w_dim) for s in sides])
         self.split = (coarse, coarse + middle)
         self.register_buffer("latent_avg", torch.zeros(c.num_ws, c.w_dim))
@@ -177,6 +184,7 @@ class PSPEncoder(nn.Module):
         maps = self.pyramid(x)
         a, b = self.split
         codes = [head(maps[0] if i < a else maps[1] if i < b else maps[2]) for i, head in enumerate(self.styles)]
+        codes += codes[-1:] * self.config.repeat_last
         return torch.stack(codes, dim=1) + self.latent_avg
 
 

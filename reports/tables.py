@@ -177,7 +177,8 @@ def method_settings(run_dir: str | Path) -> dict[str, str]:
         perceptual = _setting(entry.get("perceptual")).split(":", 1)[0]
         out[str(name)] = (f"{hyper}; perceptual {perceptual}; precision {_setting(entry.get('precision'))}, "
                           f"batch {_setting(entry.get('batch_size'))}"
-                          + (f"; base code {entry['base_code']}" if entry.get("base_code") else ""))
+                          + (f"; base code {entry['base_code']}" if entry.get("base_code") else "")
+                          + (f"; encoder {_setting(entry['encoder'])}" if entry.get("encoder") else ""))
     return out
 
 

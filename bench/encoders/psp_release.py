@@ -252,13 +252,17 @@ def generator_from_checkpoint(obj: object, path: str | Path):
 
 
 def load_generator_file(path: str | Path):
-    """Load a generator: a world by name (``world256``), a pSp / e4e decoder, or what ``load_generator`` reads."""
+    """Load a generator: a world by name (``world256``, ``world64``), a pSp / e4e decoder, or what ``load_generator`` reads."""
     from bench.generators.checkpoints import load_generator, load_rosinality
 
     if str(path) == "world256" and not Path(path).exists():
         from bench.world import world256
 
         return world256.load()
+    if str(path) == "world64" and not Path(path).exists():
+        from bench.world.defaults import default_generator
+
+        return default_generator()
     path = Path(path)
     if path.suffix.lower() in (".pt", ".pth") and path.is_file():
         try:

@@ -103,6 +103,65 @@ def load() -> StyleGAN2Generator:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Encoders of the 64 px world, lifted to this one
+
+# Methods whose 64 px world encoder serves this world: its first rows are the 64 px generator's, on the same
+# W space, so the encoder's code is the code of the 64 px image, and the detail layers' rows repeat its last
+# (finest) row. The encoder sees the 256 px target downsampled to its 64 px input: 4x, as pSp feeds a 1024 px
+# generator's encoder a 256 px image. (IDinvert's published encoder sees its 256 px generator's full image;
+# stated where it runs.)
+LIFTED_ENCODERS = ("psp", "idinvert")
+
+
+def lift_encoder(encoder: torch.nn.Module, num_ws: int) -> torch.nn.Module:
+    """A copy of a 64 px world pSp or IDinvert encoder whose code has ``num_ws`` rows.
+
+    The added rows repeat the encoder's last row exactly: for pSp through ``PSPConfig.repeat_last``, for
+    IDinvert by repeating the last row's block of the final linear layer and its batch norm. The first
+    rows are the original code, bit for bit. ``source`` says what was done.
+
+    Raises:
+        ValueError: for another kind of encoder, or one with more rows than ``num_ws``.
+    """
+    from dataclasses import replace
+
+    from methods.idinvert import DomainGuidedEncoder
+    from methods.psp import PSPEncoder
+
+    rows = getattr(encoder, "num_ws", None) or getattr(getattr(encoder, "config", None), "num_ws", None)
+    if rows is None or rows > num_ws:
+        raise ValueError(f"world256: cannot lift {type(encoder).__name__} ({rows} rows) to {num_ws} rows")
+    extra = num_ws - rows
+    state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
+    if isinstance(encoder, PSPEncoder):
+        lifted = PSPEncoder(replace(encoder.config, num_ws=num_ws, repeat_last=encoder.config.repeat_last + extra))
+        state["latent_avg"] = torch.cat([state["latent_avg"], state["latent_avg"][-1:].expand(extra, -1)])
+    elif isinstance(encoder, DomainGuidedEncoder):
+        cfg = {**encoder.config(), "num_ws": num_ws}
+        lifted = DomainGuidedEncoder(**cfg)
+        w = encoder.w_dim
+        for key in ("fc.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"):
+            t = state[key]
+            state[key] = torch.cat([t, t[-w:].repeat(extra, *([1] * (t.ndim - 1)))])
+    else:
+        raise ValueError(f"world256: no lift for a {type(encoder).__name__}; only {', '.join(LIFTED_ENCODERS)}")
+    lifted.load_state_dict(state, strict=True)
+    lifted = lifted.to(next(encoder.parameters()).device).eval().requires_grad_(False)
+    for attr in ("family", "metadata", "trained_steps"):
+        if hasattr(encoder, attr):
+            setattr(lifted, attr, getattr(encoder, attr))
+    lifted.source = (f"{getattr(encoder, 'source', type(encoder).__name__)}, the 64 px world's encoder lifted to "
+                     f"{num_ws} rows (rows {rows}-{num_ws - 1}, the detail blocks', repeat row {rows - 1}; input "
+                     f"downsampled to {_input_side(encoder)} px)")
+    return lifted
+
+
+def _input_side(encoder: torch.nn.Module) -> int:
+    cfg = getattr(encoder, "config", None)
+    return int(getattr(cfg, "input_size", 0) or getattr(encoder, "resolution", 0))
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Training (GPU machine)
 
 
