@@ -123,12 +123,14 @@ def run(config_file: str | None, dry_run: bool, quiet: bool, params: tuple[str, 
         config = make_config(options, config_file)
         _check_names_fast(config)
         from bench.config import resolve
+        from bench.prepare import choose_world
         from bench.runner import check_names, resolve_device
         from bench.runner import run as run_api
 
         if dry_run:
             resolved = resolve(config, device_type=resolve_device(config.device).type)
             check_names(resolved)
+            resolved = choose_world(resolved)[0]
             click.echo(json.dumps(resolved.to_dict(), indent=2))
             return
         run_dir = run_api(config, progress=not quiet, log=lambda m: click.echo(m, err=True))

@@ -128,23 +128,22 @@ def lift_encoder(encoder: torch.nn.Module, num_ws: int) -> torch.nn.Module:
     from methods.idinvert import DomainGuidedEncoder
     from methods.psp import PSPEncoder
 
-    rows = getattr(encoder, "num_ws", None) or getattr(getattr(encoder, "config", None), "num_ws", None)
-    if rows is None or rows > num_ws:
+    if not isinstance(encoder, (PSPEncoder, DomainGuidedEncoder)):
+        raise ValueError(f"world256: no lift for a {type(encoder).__name__}; only {', '.join(LIFTED_ENCODERS)}")
+    rows = encoder.config.num_ws if isinstance(encoder, PSPEncoder) else encoder.num_ws
+    if rows > num_ws:
         raise ValueError(f"world256: cannot lift {type(encoder).__name__} ({rows} rows) to {num_ws} rows")
     extra = num_ws - rows
     state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
     if isinstance(encoder, PSPEncoder):
         lifted = PSPEncoder(replace(encoder.config, num_ws=num_ws, repeat_last=encoder.config.repeat_last + extra))
         state["latent_avg"] = torch.cat([state["latent_avg"], state["latent_avg"][-1:].expand(extra, -1)])
-    elif isinstance(encoder, DomainGuidedEncoder):
-        cfg = {**encoder.config(), "num_ws": num_ws}
-        lifted = DomainGuidedEncoder(**cfg)
+    else:
+        lifted = DomainGuidedEncoder(**{**encoder.config(), "num_ws": num_ws})
         w = encoder.w_dim
         for key in ("fc.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"):
             t = state[key]
             state[key] = torch.cat([t, t[-w:].repeat(extra, *([1] * (t.ndim - 1)))])
-    else:
-        raise ValueError(f"world256: no lift for a {type(encoder).__name__}; only {', '.join(LIFTED_ENCODERS)}")
     lifted.load_state_dict(state, strict=True)
     lifted = lifted.to(next(encoder.parameters()).device).eval().requires_grad_(False)
     for attr in ("family", "metadata", "trained_steps"):
