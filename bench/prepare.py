@@ -23,8 +23,8 @@ from bench.editing import edit_jobs
 from bench.encoders.psp_release import load_generator_file
 from bench.metrics import DEFAULT_METRICS, Metric, build_metrics
 from bench.perceptual import PERCEPTUAL_CHOICES, lpips_weight_files, resolve_perceptual
-from bench.world.defaults import default_data_spec, default_generator
 from bench.world import world256
+from bench.world.defaults import default_data_spec, default_generator
 from bench.world.perceptual import NAME as WORLD_METRIC
 from methods import build_method, expand_method_names, get_preset
 from methods.base import check_overrides

@@ -8,11 +8,12 @@ Inverts three kinds of target with each method and reports PSNR (dB):
                probes codes finer than its cells.
 A latent that reconstructs the last two nearly as well as the first measures a code's capacity rather
 than the generator's prior. F/W+ with a 16x16 base code on the 64 px world (the base code holds 5.3x as
-many numbers as the image) is the case the probe was written for; F/W+ 4x4 on the 256 px world holds 2.1 %.
+many numbers as the image) is the case the probe was written for; the default is the world of the protocol
+runs, the 256 px world, where fwplus16 runs the paper's proportion (a 4x4 code, 2.1 % of the pixel values).
 
-    python scripts/capacity_probe.py --generator world256 --methods fwplus4,im2s --n 10 --out probe.json
-    python scripts/capacity_probe.py --methods fwplus16,fwplus8,im2s --n 10            # the 64 px world
-    python scripts/capacity_probe.py --generator world256 --methods fwplus16 --param fwplus16.basecode_weight=0
+    python scripts/capacity_probe.py --methods fwplus16,im2s --n 10 --out probe.json      # the 256 px world
+    python scripts/capacity_probe.py --generator world64 --methods fwplus16,fwplus8,im2s --n 10
+    python scripts/capacity_probe.py --methods fwplus16 --param fwplus16.basecode_weight=0
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ def targets(aligned: torch.Tensor, seed: int = 0, cells: int = 16) -> dict[str, 
 def main() -> None:
     """Probe the methods named on the command line and write the JSON record."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--generator", default=None, help="world256, a checkpoint, or none for the 64 px world")
-    ap.add_argument("--methods", default="fwplus16,fwplus8,im2s")
+    ap.add_argument("--generator", default="world256", help="world256 (default: the protocol runs' world), "
+                    "world64, or a checkpoint")
+    ap.add_argument("--methods", default="fwplus16,im2s")
     ap.add_argument("--n", type=int, default=10)
     ap.add_argument("--steps", type=int, default=None, help="default: each method's paper steps")
     ap.add_argument("--encoder", action="append", default=[], help="METHOD=PATH")

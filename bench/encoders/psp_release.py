@@ -252,7 +252,7 @@ def generator_from_checkpoint(obj: object, path: str | Path):
 
 
 def load_generator_file(path: str | Path):
-    """Load a generator: a world by name (``world256``, ``world64``), a pSp / e4e decoder, or what ``load_generator`` reads."""
+    """Load a generator: a world by name (``world256``, ``world64``), a pSp / e4e decoder, or ``load_generator``'s."""
     from bench.generators.checkpoints import load_generator, load_rosinality
 
     if str(path) == "world256" and not Path(path).exists():
