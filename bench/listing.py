@@ -187,13 +187,24 @@ def method_readiness(generator: str | None, encoders: dict[str, str]) -> list[st
 
         gen = load_generator_file(generator)
         lines = [f"Methods for {who} ({gen.description}):"]
+    world = generator in (None, "world64", "world256")
+    if world:  # the embedded worlds: what a run there leaves out and which shipped encoder it takes
+        from bench.prepare import WORLD_BASE_MISSING, shipped_world_encoder
+
+        world_name = None if generator == "world64" else generator
+        missing = WORLD_BASE_MISSING.get(world_name, {})
     for p in list_presets():
+        if world and p.name in missing and p.name not in encoders:
+            lines.append(f"  {p.name:<10} not run here: {missing[p.name]}")
+            continue
         if not p.needs_encoder:
             lines.append(f"  {p.name:<10} ready")
             continue
         given = encoders.get(p.name)
-        if given is None and generator is None and z.asset_path(f"{p.name}_encoder") is not None:
-            lines.append(f"  {p.name:<10} ready (shipped {z.asset_path(f'{p.name}_encoder').name})")
+        shipped, lifted = shipped_world_encoder(p.name, world_name) if world and given is None else (None, False)
+        if shipped is not None:
+            how = ", the 64 px world's, lifted to this world's code rows" if lifted else ""
+            lines.append(f"  {p.name:<10} ready (shipped {shipped.name}{how})")
             continue
         if given is not None:
             if gen is None:

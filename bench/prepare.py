@@ -270,15 +270,25 @@ def world_proportions(config: RunConfig, params: dict[str, dict]) -> tuple[dict[
     return out, skipped
 
 
-def world_encoder_asset(name: str, config: RunConfig) -> str:
-    """The zoo name of a world's encoder for method ``name`` (``fwplus16_encoder``, ``fwplus4_encoder_world256``).
+def shipped_world_encoder(name: str, generator: str | None, base_res: int | None = None) -> tuple[Path | None, bool]:
+    """The shipped encoder a world run of method ``name`` uses, and whether it is lifted (``lift_encoder``).
 
-    On the 256 px world an F/W+ preset's encoder is named by the base size it runs (fwplus16 runs 4x4).
+    The 64 px world (``generator`` None) has ``{name}_encoder``. On the 256 px world an F/W+ preset's encoder
+    is named by the base size it runs (``fwplus16`` runs 4x4: ``fwplus4_encoder_world256``); pSp and IDinvert
+    use the 64 px world's encoders, lifted. ``(None, False)`` where nothing is shipped.
     """
-    if config.generator is None:
-        return f"{name}_encoder"
-    base = config.method_params.get(name, {}).get("base_res")
-    return (f"fwplus{base}" if base is not None and name.startswith("fwplus") else name) + f"_encoder_{WORLD256}"
+    from bench.world import zoo
+
+    if generator is None:
+        return zoo.asset_path(f"{name}_encoder"), False
+    if generator != WORLD256:
+        return None, False
+    base = base_res if base_res is not None else WORLD_BASE_RES[WORLD256].get(name)
+    path = zoo.asset_path((f"fwplus{base}" if base is not None and name.startswith("fwplus") else name)
+                          + f"_encoder_{WORLD256}")
+    if path is None and name in world256.LIFTED_ENCODERS:
+        return zoo.asset_path(f"{name}_encoder"), True
+    return path, False
 
 
 def method_resources(preset, prep: Prepared) -> dict:
@@ -287,15 +297,13 @@ def method_resources(preset, prep: Prepared) -> dict:
         return {}
     from bench.encoders import load_encoder
     from bench.encoders.provenance import check_trained_for, split_encoder_value
-    from bench.world import zoo
 
     value = prep.config.encoders.get(preset.name)
     path, waive = split_encoder_value(value) if value is not None else (None, False)
     lift = False
     if path is None and is_world(prep.config):
-        path = zoo.asset_path(world_encoder_asset(preset.name, prep.config))
-        if path is None and prep.config.generator == WORLD256 and preset.name in world256.LIFTED_ENCODERS:
-            path, lift = zoo.asset_path(f"{preset.name}_encoder"), True  # the 64 px world's, on the same W space
+        path, lift = shipped_world_encoder(preset.name, prep.config.generator,
+                                           prep.config.method_params.get(preset.name, {}).get("base_res"))
     if path is None:
         raise ValueError(f"method {preset.name!r} needs an encoder trained for this generator; pass "
                          f"--encoder {preset.name}=PATH, or make one: bench train-encoder {preset.name} "

@@ -76,3 +76,13 @@ def test_run_on_the_256_px_world_records_skips_and_encoders(tmp_path):
     assert "fwplus8: not run: the paper's 8x8 proportion" in table and "encoder psp_encoder.safetensors" in table
     page = html.unescape((run / "report" / "report.html").read_text())
     assert "method fwplus8</th><td>not run: the paper's 8x8 proportion" in page
+
+
+def test_zoo_ls_says_what_runs_on_each_world():
+    out = CliRunner().invoke(main, ["zoo", "ls", "--generator", "world256"], catch_exceptions=False).output
+    assert "fwplus16   ready (shipped encoder4_world256.safetensors)" in out
+    assert "fwplus8    not run here: the paper's 8x8 proportion" in out
+    assert "psp        ready (shipped psp_encoder.safetensors, the 64 px world's, lifted" in out
+    assert "idinvert   ready (shipped idinvert_encoder.safetensors, the 64 px world's, lifted" in out
+    out = CliRunner().invoke(main, ["zoo", "ls", "--generator", "world64"], catch_exceptions=False).output
+    assert "fwplus8    ready (shipped encoder8.safetensors)" in out and "lifted" not in out
