@@ -176,7 +176,6 @@ def zoo(generator: str | None = None, encoders: dict[str, str] | None = None) ->
 
 def method_readiness(generator: str | None, encoders: dict[str, str]) -> list[str]:
     """One line per method preset: ready, or which file it needs and the command that makes it."""
-    from bench.world import zoo as z
     from methods import list_presets
 
     who = generator or "the embedded world generator"
