@@ -3,7 +3,7 @@
     python scripts/beside_paper.py RUN_DIR [RUN_DIR ...] [--metric psnr]
 
 Each method's row is the mean over the run's items of the metric (whole image, as the paper's PSNR), one
-column per transform label of the ``bdinvert-table1`` protocol, followed by the paper's row in italics
+column per transform label of the ``bdinvert-table1`` protocol, followed (for ``psnr``) by the paper's row in italics
 (BDInvert, ICCV 2021, Table 1; ``shared/reference/protocol.md``). Several run directories are read as one
 table (e.g. methods run in separate calls); a (method, transform) cell found in two runs is refused. On the
 256 px world ``fwplus16`` runs a 4x4 base code, the paper's 16x16 proportion, and is labelled so.
@@ -56,7 +56,7 @@ def table(run_dirs: list[Path], metric: str = "psnr") -> str:
         label = LABELS[m] + (f" ({bases[m].split(' x ')[0]} base)" if m in bases else "")
         vals = [f"{means.loc[(m, c), 'mean']:.2f}" if (m, c) in means.index else "–" for c in COLUMNS]
         lines.append(f"| {label} | " + " | ".join(vals) + " |")
-        if m in PAPER:
+        if m in PAPER and metric == "psnr":
             lines.append("| *paper* | " + " | ".join(f"*{v:.2f}*" for v in PAPER[m]) + " |")
     n = sorted(set(means["count"].tolist()))
     return "\n".join(lines) + f"\n\n(items per cell: {', '.join(map(str, n))}; metric `{metric}`, mean over items)\n"
