@@ -341,12 +341,16 @@ class RunStore:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ValueError(f"{path}: cannot be read ({err}); choose another --run-dir") from err
         config = json.loads(json.dumps(config, default=str))  # as stored: tuples become lists
-        ignore = {"run_dir", "method_settings"}  # settings follow from the rest (the batch size may be re-probed)
+        # settings and left-out methods follow from the rest (the batch size may be re-probed)
+        ignore = {"run_dir", "method_settings", "skipped_methods"}
         # a key that the old run's version did not have yet is no difference
         diff = sorted(k for k in set(old) | set(config)
                       if k not in ignore and old.get(k, config.get(k)) != config.get(k))
         if diff:
-            raise ValueError(f"{self.dir} holds a run with a different configuration (differs in {diff}); "
+            hint = (" (protocol runs use the 256 px world since 2026-12-07; resume a 64 px world run with "
+                    "--generator world64)" if "generator" in diff and old.get("generator") is None
+                    and config.get("generator") == "world256" and config.get("protocol") else "")
+            raise ValueError(f"{self.dir} holds a run with a different configuration (differs in {diff}){hint}; "
                              "choose another --run-dir or delete that folder")
 
     def write_json(self, name: str, data: dict[str, Any]) -> None:

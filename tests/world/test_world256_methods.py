@@ -70,6 +70,10 @@ def test_run_on_the_256_px_world_records_skips_and_encoders(tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert "2x2 base code" in config["skipped_methods"]["fwplus8"]
     assert "lifted to 14 rows" in config["method_settings"]["psp"]["encoder"]
+    again = CliRunner().invoke(main, ["run", "--generator", "world256", "--methods", "fwplus8,psp", "--n", "1",
+                                      "--transform", "rotate:20", "--no-identity", "--run-dir", str(run), "--quiet",
+                                      "--metric", "psnr", "--max-samples", "0"], catch_exceptions=False)
+    assert again.exit_code == 0, again.output  # the recorded skip is no configuration change: it resumes
     res = CliRunner().invoke(main, ["report", str(run)], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     table = (run / "report" / "table.md").read_text()
@@ -86,3 +90,18 @@ def test_zoo_ls_says_what_runs_on_each_world():
     assert "idinvert   ready (shipped idinvert_encoder.safetensors, the 64 px world's, lifted" in out
     out = CliRunner().invoke(main, ["zoo", "ls", "--generator", "world64"], catch_exceptions=False).output
     assert "fwplus8    ready (shipped encoder8.safetensors)" in out and "lifted" not in out
+
+
+def test_an_old_64_px_protocol_run_resumes_with_world64(tmp_path):
+    from bench.results import RunStore
+
+    run = tmp_path / "old"
+    run.mkdir()
+    old = RunConfig(methods="psp", protocol="bdinvert-table1", n=1).to_dict() | {"run_dir": str(run)}
+    (run / "config.json").write_text(json.dumps(old))
+    store = RunStore(run)
+    with pytest.raises(ValueError, match="--generator world64"):
+        store.check_config(choose_world(RunConfig(methods="psp", protocol="bdinvert-table1", n=1))[0].to_dict()
+                           | {"run_dir": str(run)})
+    store.check_config(choose_world(RunConfig(methods="psp", protocol="bdinvert-table1", n=1,
+                                              generator=WORLD64))[0].to_dict() | {"run_dir": str(run)})
