@@ -211,7 +211,7 @@ def train_encoder(options: TrainEncoderOptions, log: Callable[[str], None] = pri
     digest = generator_hash(g)
     work = _work_dir(options, digest)
     perceptual, perceptual_text = resolve_perceptual(options.perceptual, device, options.lpips_weights,
-                                                     world_domain=options.generator == "world256")
+                                                     world_domain=options.generator in ("world256", "world64"))
     log(f"generator: {g.description} (weights {digest[:12]}); perceptual: {perceptual_text}")
     name, fn = RECIPES[options.method]
     t0 = time.time()
