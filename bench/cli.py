@@ -72,8 +72,9 @@ def main() -> None:
               help="How image sources are warped (lanczos3: band-limited); procedural faces are rendered "
               f"transformed instead.  [default: {DEFAULTS.resample}]")
 @click.option("--generator", default=None, help="Generator checkpoint: rosinality or pSp/e4e .pt, NVIDIA "
-              "StyleGAN2-ADA .pkl, genforce .pth (StyleGAN2, StyleGAN v1), .safetensors (bench zoo inspect FILE). "
-              "[default: the embedded world]")
+              "StyleGAN2-ADA .pkl, genforce .pth (StyleGAN2, StyleGAN v1), .safetensors (bench zoo inspect FILE); "
+              "or an embedded world: world64, world256.  [default: the 64 px world; with --protocol the 256 px "
+              "world, whose F/W+ base codes have the paper's proportions]")
 @click.option("--data", default=None, help="synthetic:N, folder:PATH, celebahq:PATH[,split=FILE], lsun:PATH, "
               "set:PATH, procfaces:N.  [default: procfaces (held-out faces)]")
 @click.option("--n", "--items", "n", type=click.IntRange(min=1), default=None,
