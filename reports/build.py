@@ -93,8 +93,6 @@ def _runs_section(dirs: Sequence[Path], names: Sequence[str], plan: PoolPlan | N
             + (f"  - data: {_one_line(v.get('data'))}\n" if v.get("data") else "")
             + (f"  - settings: {settings}\n" if settings else "")
             + "".join(f"  - {_md_escape(line)}\n" for line in method_settings_lines(run_dir))
-            + "".join(f"  - {_md_escape(name)}: not run: {_md_escape(_one_line(why))}\n"
-                      for name, why in (read_config(run_dir).get("skipped_methods") or {}).items())
             + (f"  - targets (how made, high-frequency energy vs aligned): {_md_escape(made)}\n"
                if (made := targets_line(run_dir)) else "")
         )

@@ -150,7 +150,6 @@ def _runs_html(dirs: Sequence[Path], names: Sequence[str], plan: PoolPlan | None
             "perceptual": v.get("perceptual"),
             "settings": run_settings_line(run_dir) or None,
             **{f"method {name}": line for name, line in method_settings(run_dir).items()},
-            **{f"method {name}": f"not run: {why}" for name, why in (config.get("skipped_methods") or {}).items()},
             "python": v.get("python"),
             "packages": ", ".join(f"{k} {p}" for k, p in packages.items()) if isinstance(packages, dict) else None,
         }

@@ -166,8 +166,9 @@ def method_settings(run_dir: str | Path) -> dict[str, str]:
 
     ``steps 300, lr 0.01, mse_weight 1.0, perceptual_weight 1.0, ...; perceptual attrnet-lpips; precision fp32,
     batch 8``: the steps first, then every hyper-parameter (loss weights included), the perceptual network of
-    the loss (its name, before the first ``:`` of the recorded note), the precision and the batch size. Empty
-    for a run recorded before ``method_settings`` existed.
+    the loss (its name, before the first ``:`` of the recorded note), the precision and the batch size; a
+    method the run left out (``skipped_methods``) gets ``not run: REASON``. Empty for a run recorded before
+    ``method_settings`` existed.
     """
     out = {}
     for name, entry in (read_config(run_dir).get("method_settings") or {}).items():
@@ -179,6 +180,8 @@ def method_settings(run_dir: str | Path) -> dict[str, str]:
                           f"batch {_setting(entry.get('batch_size'))}"
                           + (f"; base code {entry['base_code']}" if entry.get("base_code") else "")
                           + (f"; encoder {_setting(entry['encoder'])}" if entry.get("encoder") else ""))
+    for name, why in (read_config(run_dir).get("skipped_methods") or {}).items():  # left out by the run
+        out.setdefault(str(name), f"not run: {_setting(why)}")
     return out
 
 

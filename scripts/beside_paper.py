@@ -1,11 +1,12 @@
 """Table 1 PSNR of protocol runs beside BDInvert's published numbers (Markdown, for the docs).
 
-    python scripts/beside_paper.py RUN_DIR [RUN_DIR ...] [--metric psnr]
+    python scripts/beside_paper.py RUN_DIR [RUN_DIR ...] [--metric psnr] [--items N]
 
 Each method's row is the mean over the run's items of the metric (whole image, as the paper's PSNR), one
 column per transform label of the ``bdinvert-table1`` protocol, followed (for ``psnr``) by the paper's row in italics
 (BDInvert, ICCV 2021, Table 1; ``shared/reference/protocol.md``). Several run directories are read as one
-table (e.g. methods run in separate calls); a (method, transform) cell found in two runs is refused. On the
+table (e.g. methods run in separate calls); a (method, transform) cell found in two runs is refused.
+``--items N`` keeps the first N item ids (to compare runs of different sizes on the same faces). On the
 256 px world ``fwplus16`` runs a 4x4 base code, the paper's 16x16 proportion, and is labelled so.
 """
 
@@ -41,10 +42,12 @@ def base_sizes(run_dirs: list[Path]) -> dict[str, str]:
     return out
 
 
-def table(run_dirs: list[Path], metric: str = "psnr") -> str:
+def table(run_dirs: list[Path], metric: str = "psnr", items: int | None = None) -> str:
     """The Markdown table: each method's mean per column, then the paper's row where it has one."""
     df = load_results(run_dirs)
     df = df[(df["metric"] == metric) & (df["status"] == "ok")]
+    if items is not None:
+        df = df[df["item"].isin(sorted(df["item"].unique())[:items])]
     cells = df.groupby(["method", "transform"])["run"].nunique()
     if (cells > 1).any():
         raise SystemExit(f"cells found in more than one run: {list(cells[cells > 1].index)[:4]}")
@@ -67,8 +70,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dirs", nargs="+", type=Path)
     ap.add_argument("--metric", default="psnr")
+    ap.add_argument("--items", type=int, default=None, help="only the first N item ids")
     a = ap.parse_args()
-    print(table(a.run_dirs, a.metric))
+    print(table(a.run_dirs, a.metric, a.items))
 
 
 if __name__ == "__main__":
