@@ -7,6 +7,9 @@
 # steps, N faces, --precision auto, METHODS (comma list), in runs/RUN, resumed from carry_runs/RUN.tgz when
 # that was carried. Each run gets the time left (minus a margin to pack it); a run cut off by its limit is
 # packed all the same and resumes in a later call. Reports and the packed runs come back as RUN.tgz.
+# Issue 17: a spec r1024:METHODS instead times METHODS inside bench run on a random-weight 1024 px config-f
+# rosinality checkpoint (32 synthetic items, 40 steps, --perceptual none; the methods that need an encoder get
+# a 3-iteration one, there only to make them run): r1024_log.txt and r1024_timing.csv.
 set -uo pipefail
 LIMIT=$1; ENC_MIN=$2; N=$3; shift 3
 OUTDIR=${OUT:-out}; mkdir -p "$OUTDIR" runs
@@ -24,8 +27,31 @@ if awk "BEGIN{exit !($ENC_MIN > 0)}"; then
   echo "encoder trained and installed at $(( $(date +%s) - start )) s" | tee -a "$LOG"
 fi
 
+r1024() {  # METHODS: bench run timings on a random-weight 1024 px config-f checkpoint
+  local G=/tmp/config-f-1024.pt ENC=() m extra
+  python3 -c "
+import torch
+from bench.generators.checkpoints import save_rosinality
+from bench.speed import build_timing_setup
+gen, _, _ = build_timing_setup('config-f-1024', torch.device('cpu'))
+save_rosinality(gen, '$G')"
+  for m in ${1//,/ }; do
+    case $m in fwplus*|idinvert|psp) ;; *) continue ;; esac
+    extra=(); case $m in idinvert|psp) extra=(--data synthetic:16 --n 16) ;; esac
+    python3 -m bench train-encoder $m --generator $G --out /tmp/enc_$m.safetensors --iterations 3 --width 8 \
+      --work /tmp/encw_$m --quiet "${extra[@]}" 2>&1 | tail -1 | cut -c1-160
+    ENC+=(--encoder $m=/tmp/enc_$m.safetensors)
+  done
+  timeout $(( $(left) - 20 )) python3 -m bench run --generator $G --data synthetic:32 --methods "$1" "${ENC[@]}" \
+    --steps 40 --perceptual none --no-save-latents --max-samples 0 --quiet --run-dir runs/r1024 2>&1 |
+    tee "$OUTDIR/r1024_log.txt" | grep -v "^  "
+  cp runs/r1024/timing.csv "$OUTDIR/r1024_timing.csv"
+  echo "r1024 ($1) done at $(( $(date +%s) - start )) s" | tee -a "$LOG"
+}
+
 for spec in "$@"; do
   RUN=${spec%%:*}; METHODS=${spec#*:}
+  [ "$RUN" = r1024 ] && { r1024 "$METHODS"; continue; }
   [ -f "carry_runs/$RUN.tgz" ] && tar xzf "carry_runs/$RUN.tgz" -C runs && echo "resuming runs/$RUN" | tee -a "$LOG"
   t0=$(date +%s)
   timeout $(( $(left) - 40 )) python3 -m bench run --methods "$METHODS" --protocol bdinvert-table1 --items "$N" \
