@@ -246,7 +246,8 @@ def ls(what: str) -> None:
 
 @main.command()
 @click.option("--config", "config_name", default="world",
-              help="world, tiny, config-f-256, config-f-1024 (random weights, for timing only).")
+              help="world, world256 (the embedded 64 and 256 px worlds), or tiny, config-f-256, config-f-1024 "
+                   "(random weights, for timing only).")
 @click.option("--methods", default="im2s,w,pnorm,fwplus8,fwplus16", help="Comma list of optimisation methods.")
 @click.option("--batch", type=BATCH_SIZE, default=32, help="Batch size of the batched run, or auto (free memory).")
 @click.option("--steps", default="5,25", help="LO,HI optimiser steps; the rate is taken from their difference.")
@@ -277,12 +278,16 @@ def speed(config_name: str, methods: str, batch, steps: str, precision: str, com
 
         dev = resolve_device(device)
         accels = {n: resolve_accel(precision, dev, compile_, get_preset(n).gpu_precisions) for n in names}
+        params, skipped = sp.config_params(config_name, names)
         gen, perceptual, desc = sp.build_timing_setup(config_name, dev)
         click.echo(f"device: {dev}{' (' + torch_device_name(dev) + ')' if dev.type == 'cuda' else ''}; {desc}; "
                    f"fast path: {describe_accels(accels)}")
+        for n, why in skipped.items():
+            click.echo(f"{n}: not timed on {config_name}: {why}", err=True)
         rows = [sp.time_method(n, gen, perceptual, batch, (lo, hi), dev, accels[n],
-                               log=lambda m: click.echo(m, err=True), single=single, floor_s=min_seconds)
-                for n in names]
+                               log=lambda m: click.echo(m, err=True), single=single, floor_s=min_seconds,
+                               params=params.get(n))
+                for n in names if n not in skipped]
         peaks = {a.precision: sp.matmul_peak_tflops(dev, a.precision) for a in accels.values()}
         click.echo(sp.format_rows(rows, peaks))
     except (ValueError, OSError) as err:

@@ -89,17 +89,27 @@ class RandomVGGPerceptual:
         return lambda x: (self._features(x) - fy).float().square().flatten(1).mean(1)
 
 
+WORLDS = ("world", "world256")
+"""The embedded worlds ``bench speed`` times: the 64 px default and the 256 px world of the protocol runs."""
+
+
 def build_timing_setup(config: str, device: torch.device):
-    """(generator, perceptual, description) for a timing configuration name or ``world``."""
-    if config == "world":
-        from bench.world.defaults import default_generator
+    """(generator, perceptual, description) for a timing configuration name, ``world`` or ``world256``."""
+    if config in WORLDS:
         from bench.world.perceptual import load_world_perceptual
 
-        gen = default_generator().to(device)
+        if config == "world":
+            from bench.world.defaults import default_generator
+
+            gen, desc = default_generator(), "embedded world generator (64 px) + attrnet-lpips"
+        else:
+            from bench.world import world256
+
+            gen, desc = world256.load(), "embedded 256 px world generator (the protocol runs') + attrnet-lpips"
         perceptual, _ = load_world_perceptual(device)
-        return gen, perceptual, "embedded world generator (64 px) + attrnet-lpips"
+        return gen.to(device), perceptual, desc
     if config not in CONFIGS:
-        raise ValueError(f"--config {config!r}: expected world or one of {', '.join(CONFIGS)}")
+        raise ValueError(f"--config {config!r}: expected {', '.join(WORLDS)} or one of {', '.join(CONFIGS)}")
     res, base, cmax, w_dim, n_mlp = CONFIGS[config]
     torch.manual_seed(0)
     gen = StyleGAN2Generator(GeneratorConfig(res, w_dim, n_mlp, default_channels(res, base, cmax)))
@@ -116,8 +126,23 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _resources(name: str, gen) -> dict:
-    """Random-init encoders for methods that need one (timing only)."""
+def config_params(config: str, names: list[str]) -> tuple[dict[str, dict], dict[str, str]]:
+    """Per-method parameters of a timing configuration, as ``bench run`` uses them, and the methods left out.
+
+    On ``world256`` the F/W+ presets take the world's base-code size (``fwplus16`` runs 4x4; ``fwplus8`` has
+    none, and is left out with the reason): :func:`bench.prepare.world_proportions`, which raises when no
+    method is left.
+    """
+    if config != "world256":
+        return {}, {}
+    from bench.config import RunConfig
+    from bench.prepare import WORLD256, world_proportions
+
+    return world_proportions(RunConfig(methods=",".join(names), generator=WORLD256), {})
+
+
+def _resources(name: str, gen, params: dict | None = None) -> dict:
+    """Random-init encoders for methods that need one (timing only); ``params``: the method's overrides."""
     preset = get_preset(name)
     if not preset.needs_encoder:
         return {}
@@ -125,7 +150,7 @@ def _resources(name: str, gen) -> dict:
     if name.startswith("fwplus"):
         from methods.fwplus import BaseCodeEncoder
 
-        res = preset.params["base_res"]
+        res = (params or {}).get("base_res", preset.params["base_res"])
         return {"encoder": BaseCodeEncoder(gen.feature_shape(res)[0]).to(device).eval()}
     if name == "idinvert":
         from bench.encoders.idinvert import DomainGuidedEncoder, TrainSettings
@@ -186,35 +211,48 @@ def timed_difference(seconds_for: Callable[[int], float], lo: int, hi: int, *, f
         hi = min(max_steps, lo + math.ceil((hi - lo) * factor))
 
 
+def _build(name: str, gen, steps: int, params: dict | None = None, resources: dict | None = None):
+    """Method ``name`` at ``steps`` steps with the configuration's ``params`` and (timing-only) resources."""
+    resources = _resources(name, gen, params) if resources is None else resources
+    return build_method(name, {**(params or {}), "steps": steps}, **resources)
+
+
 def _rate(name: str, gen, perceptual, targets: torch.Tensor, lo: int, hi: int, accel: Accel,
-          floor_s: float = MIN_TIMED_S, max_steps: int = MAX_TIMED_STEPS) -> tuple[float, int]:
+          floor_s: float = MIN_TIMED_S, max_steps: int = MAX_TIMED_STEPS,
+          params: dict | None = None) -> tuple[float, int]:
     """Image-steps per second of ``name`` on ``targets`` and the HI steps it was timed at (see timed_difference)."""
-    resources = _resources(name, gen)
+    resources = _resources(name, gen, params)
 
     def seconds_for(steps: int) -> float:
-        return _invert_seconds(build_method(name, {"steps": steps}, **resources), gen, perceptual, targets, accel)
+        return _invert_seconds(_build(name, gen, steps, params, resources), gen, perceptual, targets, accel)
 
     what = f"{name} at batch {targets.shape[0]} ({accel.label})"
     diff, hi = timed_difference(seconds_for, lo, hi, floor_s=floor_s, max_steps=max_steps, what=what)
     return targets.shape[0] * (hi - lo) / diff, hi
 
 
-def _flops_per_image_step(name: str, gen, perceptual, targets: torch.Tensor) -> float:
+def _flops_per_image_step(name: str, gen, perceptual, targets: torch.Tensor, params: dict | None = None) -> float:
+    """FLOPs of one optimiser step per image: a 2-step minus a 1-step inversion, after a 1-step warm-up.
+
+    A method's first use of a generator builds what it caches (P-norm+'s statistics: hundreds of GFLOP on the
+    64 px world); counted inside the 1-step run, that would make the difference negative.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
     counts = []
-    resources = _resources(name, gen)
+    resources = _resources(name, gen, params)
+    _invert_seconds(_build(name, gen, 1, params, resources), gen, perceptual, targets, Accel())
     for steps in (1, 2):
-        method = build_method(name, {"steps": steps}, **resources)
         with FlopCounterMode(display=False) as counter:
-            _invert_seconds(method, gen, perceptual, targets, Accel())
+            _invert_seconds(_build(name, gen, steps, params, resources), gen, perceptual, targets, Accel())
         counts.append(counter.get_total_flops())
     return (counts[1] - counts[0]) / targets.shape[0]
 
 
-def auto_batch(name: str, gen, perceptual, device: torch.device, accel: Accel) -> tuple[int, str]:
+def auto_batch(name: str, gen, perceptual, device: torch.device, accel: Accel,
+               params: dict | None = None) -> tuple[int, str]:
     """``--batch auto``: the runner's probe (:func:`bench.accel.probe_batch_size`) for this method."""
-    method = build_method(name, {"steps": 2}, **_resources(name, gen))
+    method = _build(name, gen, 2, params)
     z = torch.randn(1, gen.z_dim, generator=torch.Generator().manual_seed(0)).to(device)
     with torch.no_grad():
         one = gen(z).clamp(-1, 1)
@@ -227,10 +265,12 @@ def auto_batch(name: str, gen, perceptual, device: torch.device, accel: Accel) -
 
 def time_method(name: str, gen, perceptual, batch: int | str, steps: tuple[int, int], device: torch.device,
                 accel: Accel | None = None, log: Callable[[str], None] = print, single: bool = True,
-                floor_s: float = MIN_TIMED_S, max_steps: int = MAX_TIMED_STEPS) -> SpeedRow:
+                floor_s: float = MIN_TIMED_S, max_steps: int = MAX_TIMED_STEPS,
+                params: dict | None = None) -> SpeedRow:
     """Batched and one-image-at-a-time throughput, FLOPs and peak memory of one method.
 
-    The batched run and the first one-image run use ``accel`` (the fast path); the second one-image run
+    ``params``: the method's overrides in this configuration (:func:`config_params`). The batched run and
+    the first one-image run use ``accel`` (the fast path); the second one-image run
     is float32 in the default layout, the reference the fast path is compared with; ``single=False`` skips
     both (their rates are NaN). Each rate comes from a timed difference of at least ``floor_s`` seconds:
     runs that are too short are extended up to ``max_steps`` steps (logged), else refused
@@ -239,14 +279,14 @@ def time_method(name: str, gen, perceptual, batch: int | str, steps: tuple[int, 
     lo, hi = steps
 
     def rate(targets: torch.Tensor, acc: Accel, label: str) -> float:
-        value, used = _rate(name, gen, perceptual, targets, lo, hi, acc, floor_s, max_steps)
+        value, used = _rate(name, gen, perceptual, targets, lo, hi, acc, floor_s, max_steps, params)
         if used != hi:
             log(f"{name}: {label}: {hi - lo} steps timed under {floor_s * 1e3:.0f} ms; extended to {lo},{used}")
         return value
 
     accel = accel or Accel()
     if batch == "auto":
-        batch, note = auto_batch(name, gen, perceptual, device, accel)
+        batch, note = auto_batch(name, gen, perceptual, device, accel, params)
         log(f"{name}: batch {note}")
     while True:
         z = torch.randn(batch, gen.z_dim, generator=torch.Generator().manual_seed(0)).to(device)
@@ -256,7 +296,7 @@ def time_method(name: str, gen, perceptual, batch: int | str, steps: tuple[int, 
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
         try:
-            batched, hi_used = _rate(name, gen, perceptual, targets, lo, hi, accel, floor_s, max_steps)
+            batched, hi_used = _rate(name, gen, perceptual, targets, lo, hi, accel, floor_s, max_steps, params)
             break
         except torch.cuda.OutOfMemoryError:
             if batch == 1:
@@ -274,7 +314,7 @@ def time_method(name: str, gen, perceptual, batch: int | str, steps: tuple[int, 
         one = rate(targets[:1], accel, "one at a time")
         one_fp32 = rate(targets[:1], Accel(), "one at a time in fp32") if accel != Accel() else one
         log(f"{name}: {one:.1f} image-steps/s one at a time ({accel.label}), {one_fp32:.1f} one at a time in fp32")
-    flops = _flops_per_image_step(name, gen, perceptual, targets[:1])
+    flops = _flops_per_image_step(name, gen, perceptual, targets[:1], params)
     return SpeedRow(name, batch, accel.label, batched, one, one_fp32, flops, peak, accel.precision, (lo, hi_used))
 
 

@@ -9,7 +9,8 @@
 # packed all the same and resumes in a later call. Reports and the packed runs come back as RUN.tgz.
 # Issue 17: a spec r1024:METHODS instead times METHODS inside bench run on a random-weight 1024 px config-f
 # rosinality checkpoint (32 synthetic items, 40 steps, --perceptual none; the methods that need an encoder get
-# a 3-iteration one, there only to make them run): r1024_log.txt and r1024_timing.csv.
+# a 3-iteration one, there only to make them run): r1024_log.txt and r1024_timing.csv. A spec speed256:METHODS
+# runs bench speed on the 256 px world at the protocol's batch (550), eager then compiled: speed256_log.txt.
 set -uo pipefail
 LIMIT=$1; ENC_MIN=$2; N=$3; shift 3
 OUTDIR=${OUT:-out}; mkdir -p "$OUTDIR" runs
@@ -52,6 +53,13 @@ save_rosinality(gen, '$G')"
 for spec in "$@"; do
   RUN=${spec%%:*}; METHODS=${spec#*:}
   [ "$RUN" = r1024 ] && { r1024 "$METHODS"; continue; }
+  if [ "$RUN" = speed256 ]; then
+    for c in "" --compile; do
+      timeout $(( $(left) / 2 )) python3 -m bench speed --config world256 --methods "$METHODS" --batch 550 \
+        --steps 20,120 --no-single $c 2>&1 | tee -a "$OUTDIR/speed256_log.txt" | grep '^|'
+    done
+    continue
+  fi
   [ -f "carry_runs/$RUN.tgz" ] && tar xzf "carry_runs/$RUN.tgz" -C runs && echo "resuming runs/$RUN" | tee -a "$LOG"
   t0=$(date +%s)
   timeout $(( $(left) - 40 )) python3 -m bench run --methods "$METHODS" --protocol bdinvert-table1 --items "$N" \

@@ -42,7 +42,7 @@ def test_speed_refuses_a_fast_precision_on_the_cpu():
 
 def test_unknown_config_is_refused():
     result = CliRunner().invoke(main, ["speed", "--config", "huge", "--device", "cpu"])
-    assert result.exit_code != 0 and "expected world or one of" in result.output
+    assert result.exit_code != 0 and "expected world, world256 or one of" in result.output
 
 
 def test_no_single_skips_the_one_image_runs():
@@ -99,3 +99,31 @@ def test_speed_cli_never_reports_a_rate_from_a_too_short_timing():
     assert 0 < rate < 1e5  # the tiny generator on two CPU cores: hundreds to thousands
     hi = int(result.output.split("batched LO,HI: im2s 2,")[1].split(".")[0])
     assert hi > 4 and "extended to 2," in result.output
+
+
+def test_flops_per_image_step_does_not_count_what_a_method_caches_on_first_use():
+    """P-norm+ builds its statistics the first time it meets a generator; counted inside the 1-step run, that
+    one-time cost made the 2-step minus 1-step difference negative. A cold and a warm generator must agree."""
+    gen, perceptual, _ = sp.build_timing_setup("tiny", torch.device("cpu"))
+    targets = gen(torch.randn(1, gen.z_dim)).clamp(-1, 1).detach()
+    cold = sp._flops_per_image_step("pnorm", gen, perceptual, targets)
+    warm = sp._flops_per_image_step("pnorm", gen, perceptual, targets)
+    assert cold > 0 and cold == pytest.approx(warm, rel=1e-9)
+
+
+def test_world256_times_fwplus_at_the_worlds_base_size_and_names_what_it_leaves_out():
+    params, skipped = sp.config_params("world256", ["fwplus8", "fwplus16", "im2s"])
+    assert params == {"fwplus16": {"base_res": 4}} and list(skipped) == ["fwplus8"]
+    assert sp.config_params("world", ["fwplus8", "fwplus16"]) == ({}, {})
+    with pytest.raises(ValueError, match="fwplus8"):
+        sp.config_params("world256", ["fwplus8"])
+
+
+def test_speed_cli_world256_smoke():
+    result = CliRunner().invoke(
+        main, ["speed", "--config", "world256", "--methods", "fwplus8,fwplus16", "--batch", "1", "--steps", "1,2",
+               "--no-single", "--device", "cpu", "--min-seconds", "0.001"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "fwplus8: not timed on world256" in result.stderr and "256 px world" in result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("| fwplus")]
+    assert len(rows) == 1 and rows[0].startswith("| fwplus16")
