@@ -211,8 +211,12 @@ def timed_difference(seconds_for: Callable[[int], float], lo: int, hi: int, *, f
         hi = min(max_steps, lo + math.ceil((hi - lo) * factor))
 
 
-def _build(name: str, gen, steps: int, params: dict | None = None, resources: dict | None = None):
-    """Method ``name`` at ``steps`` steps with the configuration's ``params`` and (timing-only) resources."""
+def timing_method(name: str, gen, steps: int, params: dict | None = None, resources: dict | None = None):
+    """Method ``name`` at ``steps`` steps, as a timing configuration runs it.
+
+    ``params``: the configuration's overrides (:func:`config_params`); ``resources``: the timing-only
+    encoders (:func:`_resources`), built here when not given.
+    """
     resources = _resources(name, gen, params) if resources is None else resources
     return build_method(name, {**(params or {}), "steps": steps}, **resources)
 
@@ -224,7 +228,7 @@ def _rate(name: str, gen, perceptual, targets: torch.Tensor, lo: int, hi: int, a
     resources = _resources(name, gen, params)
 
     def seconds_for(steps: int) -> float:
-        return _invert_seconds(_build(name, gen, steps, params, resources), gen, perceptual, targets, accel)
+        return _invert_seconds(timing_method(name, gen, steps, params, resources), gen, perceptual, targets, accel)
 
     what = f"{name} at batch {targets.shape[0]} ({accel.label})"
     diff, hi = timed_difference(seconds_for, lo, hi, floor_s=floor_s, max_steps=max_steps, what=what)
@@ -241,10 +245,10 @@ def _flops_per_image_step(name: str, gen, perceptual, targets: torch.Tensor, par
 
     counts = []
     resources = _resources(name, gen, params)
-    _invert_seconds(_build(name, gen, 1, params, resources), gen, perceptual, targets, Accel())
+    _invert_seconds(timing_method(name, gen, 1, params, resources), gen, perceptual, targets, Accel())
     for steps in (1, 2):
         with FlopCounterMode(display=False) as counter:
-            _invert_seconds(_build(name, gen, steps, params, resources), gen, perceptual, targets, Accel())
+            _invert_seconds(timing_method(name, gen, steps, params, resources), gen, perceptual, targets, Accel())
         counts.append(counter.get_total_flops())
     return (counts[1] - counts[0]) / targets.shape[0]
 
@@ -252,7 +256,7 @@ def _flops_per_image_step(name: str, gen, perceptual, targets: torch.Tensor, par
 def auto_batch(name: str, gen, perceptual, device: torch.device, accel: Accel,
                params: dict | None = None) -> tuple[int, str]:
     """``--batch auto``: the runner's probe (:func:`bench.accel.probe_batch_size`) for this method."""
-    method = _build(name, gen, 2, params)
+    method = timing_method(name, gen, 2, params)
     z = torch.randn(1, gen.z_dim, generator=torch.Generator().manual_seed(0)).to(device)
     with torch.no_grad():
         one = gen(z).clamp(-1, 1)

@@ -17,8 +17,7 @@ import json
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from bench.speed import _resources, build_timing_setup
-from methods import build_method
+from bench.speed import _resources, build_timing_setup, config_params, timing_method
 
 
 class _Count(TorchDispatchMode):
@@ -36,13 +35,14 @@ def per_step(config: str, method: str, batch: int = 2) -> dict[str, float]:
     gen, perceptual, _ = build_timing_setup(config, torch.device("cpu"))
     with torch.no_grad():
         targets = gen(torch.randn(batch, gen.z_dim, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
-    resources = _resources(method, gen)
+    params = config_params(config, [method])[0].get(method)
+    resources = _resources(method, gen, params)
     counts = {}
     for steps in (2, 4):
         mode = _Count()
         with mode:
-            build_method(method, {"steps": steps}, **resources).invert(targets, gen, seeds=list(range(batch)),
-                                                                       perceptual=perceptual)
+            timing_method(method, gen, steps, params, resources).invert(targets, gen, seeds=list(range(batch)),
+                                                                        perceptual=perceptual)
         counts[steps] = mode.counts
     return {k: (counts[4][k] - counts[2][k]) / 2 for k in counts[4] if counts[4][k] != counts[2][k]}
 
