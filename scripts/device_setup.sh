@@ -19,3 +19,22 @@ zoo.install(Path("$OUTDIR"), names, {"command": command, "commit": "$COMMIT",
 PY
   cp bench/world/assets/manifest.json "$OUTDIR/manifest.json"
 }
+
+config_f_1024() {  # write a random-weight 1024 px config-f rosinality checkpoint to /tmp/config-f-1024.pt
+  python3 -c "
+import torch
+from bench.generators.checkpoints import save_rosinality
+from bench.speed import build_timing_setup
+gen, _, _ = build_timing_setup('config-f-1024', torch.device('cpu'))
+save_rosinality(gen, '/tmp/config-f-1024.pt')"
+}
+quick_encoders() {  # GENERATOR METHODS: 3-iteration encoders (timing only) for those that need one; sets ENC
+  local m extra; ENC=()
+  for m in ${2//,/ }; do
+    case $m in fwplus*|idinvert|psp) ;; *) continue ;; esac
+    extra=(); case $m in idinvert|psp) extra=(--data synthetic:16 --n 16) ;; esac
+    python3 -m bench train-encoder $m --generator "$1" --out /tmp/enc_$m.safetensors --iterations 3 --width 8 \
+      --work /tmp/encw_$m --quiet "${extra[@]}" 2>&1 | tail -1 | cut -c1-160
+    ENC+=(--encoder $m=/tmp/enc_$m.safetensors)
+  done
+}

@@ -33,13 +33,7 @@ memory1024() {  # saved-for-backward MiB per image at 1024 px, lean and plain; a
     BENCH_LEAN_BACKWARD=$lean python3 scripts/saved_memory.py --resolution 1024 --batch 4 --device cuda |
       tee -a "$OUTDIR/saved_memory.jsonl" | cut -c1-300
   done
-  python3 - <<'EOF'
-import torch
-from bench.generators.checkpoints import save_rosinality
-from bench.speed import build_timing_setup
-gen, _, _ = build_timing_setup("config-f-1024", torch.device("cpu"))
-save_rosinality(gen, "/tmp/config-f-1024.pt")
-EOF
+  config_f_1024
 }
 
 if [ -d "$SAVED" ] && [ "$WHAT" != world256 ]; then  # this machine trained them in an earlier call
@@ -65,13 +59,8 @@ if [ "$WHAT" = world256 ]; then
     --param fwplus16.basecode_weight=0 --out "$OUTDIR/probe_world256_reg0.json" 2>&1 | grep '^{'
 elif [ "$WHAT" = memory ]; then
   memory1024
-  G=/tmp/config-f-1024.pt; ENC=()
-  for m in fwplus8 fwplus16 idinvert psp; do  # a few iterations: these encoders only make the timing possible
-    extra=(); [ $m = idinvert ] || [ $m = psp ] && extra=(--data synthetic:16 --n 16)
-    python3 -m bench train-encoder $m --generator $G --out /tmp/enc_$m.safetensors --iterations 3 --width 8 \
-      --work /tmp/encw_$m --quiet "${extra[@]}" 2>&1 | tail -1 | cut -c1-160
-    ENC+=(--encoder $m=/tmp/enc_$m.safetensors)
-  done
+  G=/tmp/config-f-1024.pt
+  quick_encoders $G fwplus8,fwplus16,idinvert,psp  # these encoders only make the timing possible
   echo "encoders at $(( $(date +%s) - start )) s"
   timeout $(( $(left) / 2 )) python3 -m bench run --generator $G --data synthetic:32 \
     --methods im2s,pnorm,w,fwplus8,fwplus16,idinvert,psp "${ENC[@]}" --steps 40 --perceptual none \

@@ -29,20 +29,9 @@ if awk "BEGIN{exit !($ENC_MIN > 0)}"; then
 fi
 
 r1024() {  # METHODS: bench run timings on a random-weight 1024 px config-f checkpoint
-  local G=/tmp/config-f-1024.pt ENC=() m extra
-  python3 -c "
-import torch
-from bench.generators.checkpoints import save_rosinality
-from bench.speed import build_timing_setup
-gen, _, _ = build_timing_setup('config-f-1024', torch.device('cpu'))
-save_rosinality(gen, '$G')"
-  for m in ${1//,/ }; do
-    case $m in fwplus*|idinvert|psp) ;; *) continue ;; esac
-    extra=(); case $m in idinvert|psp) extra=(--data synthetic:16 --n 16) ;; esac
-    python3 -m bench train-encoder $m --generator $G --out /tmp/enc_$m.safetensors --iterations 3 --width 8 \
-      --work /tmp/encw_$m --quiet "${extra[@]}" 2>&1 | tail -1 | cut -c1-160
-    ENC+=(--encoder $m=/tmp/enc_$m.safetensors)
-  done
+  local G=/tmp/config-f-1024.pt
+  config_f_1024
+  quick_encoders $G "$1"
   timeout $(( $(left) - 20 )) python3 -m bench run --generator $G --data synthetic:32 --methods "$1" "${ENC[@]}" \
     --steps 40 --perceptual none --no-save-latents --max-samples 0 --quiet --run-dir runs/r1024 2>&1 |
     tee "$OUTDIR/r1024_log.txt" | grep -v "^  "
