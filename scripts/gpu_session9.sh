@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Session 9 on the GPU machine (device run, carry [".wheels"], plus "carry_runs" to resume); writes to $OUT:
-#   bash scripts/gpu_session9.sh LIMIT_S ENC_MIN N RUN:METHODS [RUN:METHODS ...]
+#   bash scripts/gpu_session9.sh LIMIT_S ENC_MIN N RUN:METHODS[:ITEMS[:BATCH]] [...]
 # Issue 16: with ENC_MIN > 0, first train the 256 px world's F/W+ 4x4 encoder (BDInvert's recipe, 10k
 # iterations at most, for ENC_MIN minutes) and install it with its provenance. Then, for each RUN, the
 # BDInvert Table 1 protocol on the embedded world (which is now the 256 px world for protocol runs) at paper
-# steps, N faces, --precision auto, METHODS (comma list), in runs/RUN, resumed from carry_runs/RUN.tgz when
-# that was carried. Each run gets the time left (minus a margin to pack it); a run cut off by its limit is
-# packed all the same and resumes in a later call. Reports and the packed runs come back as RUN.tgz.
+# steps, ITEMS faces (default N), --precision auto, METHODS (comma list), batch BATCH (default auto), in
+# runs/RUN, resumed from carry_runs/RUN.tgz when that was carried. Each run gets the time left (minus a margin
+# to pack it); a run cut off by its limit is packed all the same and resumes (batch-granular) in a later call.
+# The packed runs (no report, samples or latents) come back as RUN.tgz, split into RUN.tgz.part-aa, -ab, ...
+# when over 15 MiB (the device's per-file limit is 16 MiB): cat RUN.tgz.part-* > RUN.tgz.
 # Issue 17: a spec r1024:METHODS instead times METHODS inside bench run on a random-weight 1024 px config-f
 # rosinality checkpoint (32 synthetic items, 40 steps, --perceptual none; the methods that need an encoder get
 # a 3-iteration one, there only to make them run): r1024_log.txt and r1024_timing.csv. A spec speed256:METHODS
@@ -40,7 +42,7 @@ r1024() {  # METHODS: bench run timings on a random-weight 1024 px config-f chec
 }
 
 for spec in "$@"; do
-  RUN=${spec%%:*}; METHODS=${spec#*:}
+  IFS=: read -r RUN METHODS ITEMS BATCH <<< "$spec"; ITEMS=${ITEMS:-$N}; BATCH=${BATCH:-auto}
   [ "$RUN" = r1024 ] && { r1024 "$METHODS"; continue; }
   if [ "$RUN" = speed256 ]; then
     for c in "" --compile; do
@@ -51,11 +53,14 @@ for spec in "$@"; do
   fi
   [ -f "carry_runs/$RUN.tgz" ] && tar xzf "carry_runs/$RUN.tgz" -C runs && echo "resuming runs/$RUN" | tee -a "$LOG"
   t0=$(date +%s)
-  timeout $(( $(left) - 40 )) python3 -m bench run --methods "$METHODS" --protocol bdinvert-table1 --items "$N" \
-    --profile paper --precision auto --max-samples 4 --no-save-latents --quiet --run-dir "runs/$RUN" 2>&1 |
+  timeout $(( $(left) - 40 )) python3 -m bench run --methods "$METHODS" --protocol bdinvert-table1 --items "$ITEMS" \
+    --batch-size "$BATCH" --profile paper --precision auto --max-samples 0 --no-save-latents --quiet \
+    --run-dir "runs/$RUN" 2>&1 |
     grep -v "^  " | tee -a "$LOG" | grep -v "units done" | tail -8
   echo "$RUN ($METHODS): bench run exit ${PIPESTATUS[0]}, $(( $(date +%s) - t0 )) s (set-up included)" | tee -a "$LOG"
-  timeout 30 python3 -m bench report "runs/$RUN" --no-html > /dev/null 2>&1
-  tar czf "$OUTDIR/$RUN.tgz" -C runs --exclude latents "$RUN"
+  tar czf "/tmp/$RUN.tgz" -C runs --exclude latents --exclude report --exclude samples "$RUN"
+  if [ "$(stat -c %s "/tmp/$RUN.tgz")" -gt $(( 15 * 1048576 )) ]; then split -b 15M "/tmp/$RUN.tgz" "$OUTDIR/$RUN.tgz.part-"
+  else cp "/tmp/$RUN.tgz" "$OUTDIR/"; fi
+  ls -la "$OUTDIR" | grep "$RUN" | tee -a "$LOG"
 done
 echo "done at $(( $(date +%s) - start )) s"
