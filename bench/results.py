@@ -33,7 +33,7 @@ import json
 import os
 import platform
 import subprocess
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -331,11 +331,17 @@ class RunStore:
         units = list(dict.fromkeys((r["item"], r["method"], r["transform"]) for r in result_rows))
         self.commit(BatchRecord(units, result_rows, param_rows, [timing_row] if timing_row else [], sample_rows))
 
-    def check_config(self, config: dict[str, Any]) -> None:
-        """On resume, refuse a different configuration (naming the keys that differ)."""
+    def check_config(self, config: dict[str, Any], item_ids: Sequence[str] | None = None) -> str | None:
+        """On resume, refuse a different configuration (naming the keys that differ).
+
+        The number of items (``n``) may change when ``item_ids``, the items the new configuration chooses,
+        hold every item with a committed unit: a 25-face run grows to 50 faces without running the 25
+        again. Returns a line that says so, or None. (Seeded subsets of a folder are not nested: a larger
+        ``n`` may choose other files, and is refused then, naming them.)
+        """
         path = self.dir / "config.json"
         if not path.is_file():
-            return
+            return None
         try:
             old = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -346,6 +352,17 @@ class RunStore:
         # a key that the old run's version did not have yet is no difference
         diff = sorted(k for k in set(old) | set(config)
                       if k not in ignore and old.get(k, config.get(k)) != config.get(k))
+        if diff == ["n"] and item_ids is not None:
+            done = {unit[0] for unit in self._done}
+            lost = sorted(done - set(item_ids))
+            if not lost:
+                return (f"{self.dir}: the run goes from {old.get('n')} to {config.get('n')} items; the "
+                        f"{len(done)} with finished units are among them and are not run again")
+            shown = ", ".join(lost[:3]) + (f" and {len(lost) - 3} more" if len(lost) > 3 else "")
+            raise ValueError(f"{self.dir} holds a run of {old.get('n')} items, and {len(lost)} of those with "
+                             f"finished units ({shown}) are not among the {config.get('n')} now chosen (a "
+                             "folder's seeded subsets are not nested); choose another --run-dir or keep --n "
+                             f"{old.get('n')}")
         if diff:
             hint = (" (protocol runs use the 256 px world since 2026-12-07; resume a 64 px world run with "
                     "--generator world64)" if "generator" in diff and old.get("generator") is None

@@ -130,14 +130,14 @@ def setup(config: RunConfig, store: RunStore, log: Callable[[str], None], *, wri
     session = Session(prep, methods, prep.config.to_dict() | {"run_dir": str(store.dir)}, log, writer)
     if not writer:
         return session
-    store.check_config(session.cfg)
+    grown = store.check_config(session.cfg, [it.id for it in prep.items])
     _write_config(store, session)
     store.write_json("versions.json", versions(prep.device, **prep.descriptions,
                                                 fast_path=describe_accels(prep.accels), **about))
     store.write_json("metrics.json", metric_table(prep.metrics)
                      | metric_entries(prep.edits, prep.metrics, prep.attribute_net is not None)
                      | consistency_entries(prep.edits, prep.metrics))
-    for note in [f"run directory: {store.dir}", *_notes(prep, methods)]:
+    for note in [f"run directory: {store.dir}", *([grown] if grown else []), *_notes(prep, methods)]:
         log(note)
     return session
 

@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -247,3 +248,34 @@ def test_an_empty_valid_region_is_a_failed_unit(tiny_generator_path, tmp_path):
     assert len(far) == 2 * 6 and far["value"].isna().all()
     assert (far["status"] == "failed: the transform leaves no valid pixel (the valid region is empty)").all()
     assert (df[df["transform"] == "identity"]["status"] == "ok").all()
+
+
+def test_a_run_grows_to_more_items_without_running_the_first_again(tiny_generator_path, tmp_path):
+    """--n 2 then --n 4 in one run directory equals a fresh --n 4 run; only the 2 new items run."""
+    kw = dict(data="synthetic:4")
+    fresh = tmp_path / "fresh"
+    run(config(tiny_generator_path, fresh, n=4, **kw), progress=False, log=lambda m: None)
+    grown, lines = tmp_path / "grown", []
+    run(config(tiny_generator_path, grown, n=2, **kw), progress=False, log=lambda m: None)
+    first = set(pd.read_csv(grown / "results.csv")["item"])
+    run(config(tiny_generator_path, grown, n=4, **kw), progress=False, log=lines.append)
+    assert any("from 2 to 4 items" in line and "are not run again" in line for line in lines)
+    batches = [line for line in lines if "units done (batch of" in line]
+    assert len(batches) == 2 * 2  # 2 new items x 2 transforms (identity, rotate:20), batches of one
+    mine, ref = tables(grown), tables(fresh)
+    assert len(first) == 2 and len(set(ref["results"]["item"])) == 4
+    # the synthetic targets are rendered in one batch of n, so a value may differ in its last float32 bit
+    values = mine["results"].pop("value"), ref["results"].pop("value")
+    assert np.allclose(*values, rtol=1e-5, atol=1e-7)
+    assert {k: mine[k] for k in ("results", "transforms", "timing", "latents")} == \
+        {k: ref[k] for k in ("results", "transforms", "timing", "latents")}
+    assert json.loads((grown / "config.json").read_text())["n"] == 4
+
+
+def test_a_smaller_n_that_drops_finished_items_is_refused(tiny_generator_path, tmp_path):
+    kw = dict(data="synthetic:4")
+    run(config(tiny_generator_path, tmp_path / "r", n=2, **kw), progress=False, log=lambda m: None)
+    with pytest.raises(ValueError) as err:
+        run(config(tiny_generator_path, tmp_path / "r", n=1, **kw), progress=False, log=lambda m: None)
+    text = str(err.value)
+    assert str(tmp_path / "r") in text and "not among the 1 now chosen" in text and "--run-dir" in text
