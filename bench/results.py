@@ -356,8 +356,8 @@ class RunStore:
             done = {unit[0] for unit in self._done}
             lost = sorted(done - set(item_ids))
             if not lost:
-                return (f"{self.dir}: the run goes from {old.get('n')} to {config.get('n')} items; the "
-                        f"{len(done)} with finished units are among them and are not run again")
+                return (f"{self.dir}: the run goes from {old.get('n')} to {config.get('n')} items; items with "
+                        f"finished units: {len(done)}, all among them, not run again")
             shown = ", ".join(lost[:3]) + (f" and {len(lost) - 3} more" if len(lost) > 3 else "")
             raise ValueError(f"{self.dir} holds a run of {old.get('n')} items, and {len(lost)} of those with "
                              f"finished units ({shown}) are not among the {config.get('n')} now chosen (a "

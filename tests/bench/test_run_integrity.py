@@ -259,7 +259,8 @@ def test_a_run_grows_to_more_items_without_running_the_first_again(tiny_generato
     run(config(tiny_generator_path, grown, n=2, **kw), progress=False, log=lambda m: None)
     first = set(pd.read_csv(grown / "results.csv")["item"])
     run(config(tiny_generator_path, grown, n=4, **kw), progress=False, log=lines.append)
-    assert any("from 2 to 4 items" in line and "are not run again" in line for line in lines)
+    assert any("from 2 to 4 items" in line and "finished units: 2, all among them, not run again" in line
+               for line in lines)
     batches = [line for line in lines if "units done (batch of" in line]
     assert len(batches) == 2 * 2  # 2 new items x 2 transforms (identity, rotate:20), batches of one
     mine, ref = tables(grown), tables(fresh)
