@@ -61,6 +61,6 @@ for spec in "$@"; do
   tar czf "/tmp/$RUN.tgz" -C runs --exclude latents --exclude report --exclude samples "$RUN"
   if [ "$(stat -c %s "/tmp/$RUN.tgz")" -gt $(( 15 * 1048576 )) ]; then split -b 15M "/tmp/$RUN.tgz" "$OUTDIR/$RUN.tgz.part-"
   else cp "/tmp/$RUN.tgz" "$OUTDIR/"; fi
-  ls -la "$OUTDIR" | grep "$RUN" | tee -a "$LOG"
+  ls -la "$OUTDIR/$RUN".tgz* | tee -a "$LOG"
 done
 echo "done at $(( $(date +%s) - start )) s"
