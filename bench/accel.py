@@ -17,8 +17,10 @@
   batch sizes above 1), which fuses the modulation, the epilogue and the pixel shuffles around the cuDNN
   convolutions into few kernels: 1.6x at 1024 px, where that memory-bound work took 75 % of the step.
 - **Batch size** (``--batch-size auto``): from free GPU memory, measured with a two-step probe inversion at
-  batch 2 and 6 (per-image peak memory from the difference); the runner halves a batch and retries on
-  out-of-memory, and keeps the smaller size for the method's later batches.
+  batch 2 and 6 (per-image peak memory from the difference); where the fixed part looks like a strict-float32
+  convolution workspace sized to the free memory, the batch the memory per image allows is itself probed
+  (pSp at 1024 px had run at batch 1); the runner halves a batch and retries on out-of-memory, and keeps the
+  smaller size for the method's later batches.
 
 Batching does not change results: every loss is per image and Adam is element-wise (``methods.optim``).
 """
@@ -115,9 +117,27 @@ def describe_accels(accels: dict[str, Accel]) -> str:
     return "; ".join(f"{name}: {a.label}" for name, a in accels.items())
 
 
+def _probe_peak(invert: Callable[[int], object], device: torch.device, batch: int) -> float:
+    """Bytes that ``invert(batch)`` needs above what was allocated before it (its peak)."""
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    invert(batch)
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - base
+
+
 def probe_batch_size(invert: Callable[[int], object], device: torch.device, limit: int,
                      cap: int = AUTO_BATCH_CAP) -> tuple[int, str]:
     """Largest batch that fits in free GPU memory, from probe inversions at batch 2 and 6 (PROBE_BATCHES).
+
+    The two peaks give a memory per image and a fixed part. A fixed part above half the memory budget is
+    what a convolution workspace looks like in strict float32: cuDNN picks FFT algorithms whose workspace
+    takes what is free (65 GB for a 2-image render at 1024 px), and takes a leaner algorithm when less is
+    free. That part does not stay fixed, so the batch it would leave (often 1) is not taken on trust: the
+    batch that the memory per image allows is run as a probe itself, halved on out-of-memory, down to the
+    first estimate. The note says when this happened.
 
     Args:
         invert: ``batch -> anything``; runs a short inversion of that many images (the probe).
@@ -131,22 +151,28 @@ def probe_batch_size(invert: Callable[[int], object], device: torch.device, limi
     limit = max(1, min(limit, cap))
     if device.type != "cuda":
         return min(CPU_AUTO_BATCH, limit), f"{min(CPU_AUTO_BATCH, limit)} (CPU default)"
-    peaks = []
     small, large = PROBE_BATCHES
-    for b in (small, large):
-        torch.cuda.synchronize(device)
-        torch.cuda.empty_cache()
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        invert(b)
-        torch.cuda.synchronize(device)
-        peaks.append(torch.cuda.max_memory_allocated(device) - base)
+    peaks = [_probe_peak(invert, device, b) for b in (small, large)]
     torch.cuda.empty_cache()  # what the probes left cached is free for the run
     per_image = max((peaks[1] - peaks[0]) / (large - small), 1.0)
     fixed = max(peaks[0] - small * per_image, 0.0)
     free, _ = torch.cuda.mem_get_info(device)
-    fits = int((free * MEMORY_FRACTION - fixed) // per_image)
-    batch = max(1, min(fits, limit))
+    budget = free * MEMORY_FRACTION
+    batch = max(1, min(int((budget - fixed) // per_image), limit))
     note = (f"{batch} (probe: {per_image / 2**20:.0f} MiB per image, {free / 2**30:.1f} GiB free; "
             f"{MEMORY_FRACTION:.0%} used, at most {limit})")
+    if fixed > budget / 2 and batch < limit:
+        candidate = max(1, min(int(budget // per_image), limit))
+        while candidate > batch:
+            try:
+                peak = _probe_peak(invert, device, candidate)
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                candidate = max(batch, candidate // 2)
+                continue
+            torch.cuda.empty_cache()
+            note = (f"{candidate} (probe: {per_image / 2**20:.0f} MiB per image and {fixed / 2**30:.1f} GiB more "
+                    f"at batch {small}, a convolution workspace sized to the free memory ({free / 2**30:.1f} "
+                    f"GiB); batch {candidate} ran as a probe, peak {peak / 2**30:.1f} GiB; at most {limit})")
+            return candidate, note
     return batch, note
