@@ -33,6 +33,7 @@ quick_encoders() {  # GENERATOR METHODS: 3-iteration encoders (timing only) for 
   for m in ${2//,/ }; do
     case $m in fwplus*|idinvert|psp) ;; *) continue ;; esac
     extra=(); case $m in idinvert|psp) extra=(--data synthetic:16 --n 16) ;; esac
+    [ $m = idinvert ] && extra+=(--batch 8)  # its published 128 ran out of an H100's memory at 1024 px
     python3 -m bench train-encoder $m --generator "$1" --out /tmp/enc_$m.safetensors --iterations 3 --width 8 \
       --work /tmp/encw_$m --quiet "${extra[@]}" 2>&1 | tail -1 | cut -c1-160
     ENC+=(--encoder $m=/tmp/enc_$m.safetensors)

@@ -41,6 +41,7 @@ from bench.encoders.provenance import generator_hash
 METHODS = ("fwplus4", "fwplus8", "fwplus16", "idinvert", "psp")
 NEEDS_DATA = ("idinvert", "psp")
 # published length of each recipe, in iterations (IDinvert: 14,000 kimg at batch 128)
+DEFAULT_BATCH = {"fwplus4": 16, "fwplus8": 16, "fwplus16": 16, "idinvert": 128, "psp": 8}  # the recipes'
 DEFAULT_ITERATIONS = {"fwplus4": 10_000, "fwplus8": 10_000, "fwplus16": 10_000, "idinvert": 14_000_000 // 128,
                       "psp": 500_000}
 
@@ -138,7 +139,8 @@ def _basecode(g, perceptual, o: TrainEncoderOptions, work: Path, progress: Progr
 
     base = int(o.method[len("fwplus"):])
     w = o.width or 128
-    settings = {"iterations": o.iterations, "batch": o.batch or 16, "lr": 1e-3, "lr_schedule": "StepLR(2000, 0.1)",
+    settings = {"iterations": o.iterations, "batch": o.batch or DEFAULT_BATCH[o.method], "lr": 1e-3,
+                "lr_schedule": "StepLR(2000, 0.1)",
                 "perceptual_weight": 10.0 if perceptual is not None else 0.0, "width": w, "max_width": 4 * w,
                 "head_width": o.head_width or g.feature_shape(base)[0], "truncation": "psi 0.7 on rows 0..7"}
     enc = train_basecode_encoder(g, perceptual, base, work, o.minutes or float("inf"),
@@ -152,7 +154,7 @@ def _idinvert(g, perceptual, o: TrainEncoderOptions, work: Path, progress: Progr
     from bench.encoders.idinvert import TrainSettings, save_encoder, train_idinvert_encoder
 
     w = o.width or 64
-    s = TrainSettings(iterations=o.iterations, batch=o.batch or 128, r1_gamma=10.0, workers=0,
+    s = TrainSettings(iterations=o.iterations, batch=o.batch or DEFAULT_BATCH["idinvert"], r1_gamma=10.0, workers=0,
                       width=w, max_width=16 * w, code_channels=max(w, 4), d_max_width=min(8 * w, 512),
                       perceptual_weight=TrainSettings.perceptual_weight if perceptual is not None else 0.0)
     stream = image_stream(o.data, g, o.n, s.batch, o.seed, log)
@@ -166,8 +168,9 @@ def _psp(g, perceptual, o: TrainEncoderOptions, work: Path, progress: Progress, 
     from methods.psp import PSPConfig
 
     w = o.width or 64
-    opts = TrainOptions(batch=o.batch or 8, lr=1e-4, perceptual_weight=0.8 if perceptual is not None else 0.0,
-                        flip=True, max_steps=o.iterations, workers=0, seed=o.seed)
+    opts = TrainOptions(batch=o.batch or DEFAULT_BATCH["psp"], lr=1e-4,
+                        perceptual_weight=0.8 if perceptual is not None else 0.0, flip=True,
+                        max_steps=o.iterations, workers=0, seed=o.seed)
     arch = PSPConfig(g.num_ws, g.w_dim, input_size=max(32, min(256, g.resolution)), stem_width=w,
                      stage_widths=(w, 2 * w, 4 * w, 8 * w), stage_units=(3, 4, 14, 3))
     stream = image_stream(o.data, g, o.n, opts.batch, o.seed, log)
@@ -218,6 +221,11 @@ def train_encoder(options: TrainEncoderOptions, log: Callable[[str], None] = pri
     bar = Progress(options.iterations, options.method, enabled=progress)
     try:
         enc, settings, save = fn(g, perceptual, options, work, bar, log)
+    except torch.cuda.OutOfMemoryError as err:  # the published batches are for 256 px generators
+        batch = options.batch or DEFAULT_BATCH[options.method]
+        raise ValueError(f"train-encoder {options.method}: out of GPU memory at batch {batch} with the "
+                         f"{g.resolution} px generator {options.generator}; pass a smaller --batch "
+                         f"(e.g. --batch {max(1, batch // 4)}); checkpoints already written stay in {work}") from err
     finally:
         bar.close()
     steps = int(getattr(enc, "trained_steps", 0) or 0)

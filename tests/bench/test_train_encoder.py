@@ -153,3 +153,20 @@ def _stats(gen, tmp_path):
     path = tmp_path / "pn.safetensors"
     save_pnorm_stats(compute_pnorm_stats(gen, 2000), path)
     return path
+
+
+def test_out_of_gpu_memory_names_the_batch_option(tiny_generator_path, tmp_path, monkeypatch):
+    # IDinvert's published batch (128, for 256 px generators) ran out of memory on an 80 GB card at 1024 px
+    import bench.encoders.train as train_module
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.00 GiB")
+
+    monkeypatch.setitem(train_module.RECIPES, "idinvert", ("idinvert-domain-guided-encoder", out_of_memory))
+    args = ["train-encoder", "idinvert", "--generator", str(tiny_generator_path), "--out",
+            str(tmp_path / "i.safetensors"), "--data", "synthetic:4", "--n", "4", "--iterations", "2",
+            "--perceptual", "none", "--device", "cpu", "--quiet"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "out of GPU memory at batch 128 with the 32 px generator" in result.output
+    assert "--batch 32" in result.output
