@@ -115,3 +115,42 @@ def test_make_targets_records_how_each_target_was_made():
     assert a.made == ("identity", "render") and b.made == ("identity", "lanczos3") and calls == [1]
     assert a.hf_ratio[1] > b.hf_ratio[1] > make_targets(plain, params).hf_ratio[1]
     assert torch.equal(a.mask, b.mask)
+
+
+def test_a_direct_render_does_not_depend_on_the_batch_it_is_in():
+    # what makes a cached target (rendered in another batch) the same tensor, bit for bit
+    p = _faces(3)
+    m = torch.tensor([[0.9, -0.2, 5.0], [0.2, 0.9, -3.0], [0.0, 0.0, 1.0]], dtype=torch.float64).expand(3, 3, 3)
+    together = render_transformed(p, m, R)
+    for i in range(3):
+        assert torch.equal(render_transformed(p[[i]], m[[i]], R), together[[i]])
+
+
+def test_rendered_targets_are_cached_across_calls(monkeypatch):
+    import bench.targets as targets
+
+    p = _faces(3)
+    calls = []
+
+    def renderer(items, matrices, fill):
+        calls.append(sorted(it.id for it in items))
+        return render_transformed(p[[int(it.id) for it in items]], matrices, R, fill)
+
+    images = render(p, R)
+    items = [Item(id=str(i), image=images[i], seed=i, render=renderer) for i in range(3)]
+    spec = [s for s in expand_protocol("bdinvert-table1", R) if s.label == "R20"][0]
+    params = [transform_params(spec, seed=i, resolution=R) for i in range(3)]
+    first = make_targets(items[:2], params[:2])  # a method's batch
+    again = make_targets(items, params)  # the next method's batch: only face 2 is new
+    assert calls == [["0", "1"], ["2"]]
+    targets._render_cache.clear()
+    fresh = make_targets(items, params)
+    assert torch.equal(again.image, fresh.image) and torch.equal(first.image, fresh.image[:2])
+    assert fresh.made == ("render",) * 3
+    # past the byte budget the least recently used targets go: one face's worth keeps one entry
+    monkeypatch.setattr(targets, "RENDER_CACHE_BYTES", images[0].nbytes)
+    calls.clear()
+    make_targets(items, params)
+    assert calls == [] and len(targets._render_cache.entries) == 1
+    make_targets(items[:1], params[:1])
+    assert calls == [["0"]]
