@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Session 9 on the GPU machine (device run, carry [".wheels"], plus "carry_runs" to resume); writes to $OUT:
-#   bash scripts/gpu_session9.sh LIMIT_S ENC_MIN N RUN:METHODS[:ITEMS[:BATCH]] [...]
+#   bash scripts/gpu_session9.sh LIMIT_S ENC_MIN N RUN:METHODS[:ITEMS[:BATCH[:compile]]] [...]
 # Issue 16: with ENC_MIN > 0, first train the 256 px world's F/W+ 4x4 encoder (BDInvert's recipe, 10k
 # iterations at most, for ENC_MIN minutes) and install it with its provenance. Then, for each RUN, the
 # BDInvert Table 1 protocol on the embedded world (which is now the 256 px world for protocol runs) at paper
-# steps, ITEMS faces (default N), --precision auto, METHODS (comma list), batch BATCH (default auto), in
-# runs/RUN, resumed from carry_runs/RUN.tgz when that was carried. Each run gets the time left (minus a margin
+# steps, ITEMS faces (default N), --precision auto, METHODS (comma list), batch BATCH (default auto), with
+# --compile when the fifth field is "compile", in runs/RUN, resumed from carry_runs/RUN.tgz when that was carried. Each run gets the time left (minus a margin
 # to pack it); a run cut off by its limit is packed all the same and resumes (batch-granular) in a later call.
 # The packed runs (no report, samples or latents) come back as RUN.tgz, split into RUN.tgz.part-aa, -ab, ...
 # when over 15 MiB (the device's per-file limit is 16 MiB): cat RUN.tgz.part-* > RUN.tgz.
@@ -13,6 +13,8 @@
 # rosinality checkpoint (32 synthetic items, 40 steps, --perceptual none; the methods that need an encoder get
 # a 3-iteration one, there only to make them run): r1024_log.txt and r1024_timing.csv. A spec speed256:METHODS
 # runs bench speed on the 256 px world at the protocol's batch (550), eager then compiled: speed256_log.txt.
+# A spec profile256:METHOD prints where one step's GPU time goes on that world (scripts/profile_step.py, bf16,
+# batch 550, eager then compiled): profile256_METHOD.txt.
 set -uo pipefail
 LIMIT=$1; ENC_MIN=$2; N=$3; shift 3
 OUTDIR=${OUT:-out}; mkdir -p "$OUTDIR" runs
@@ -42,7 +44,8 @@ r1024() {  # METHODS: bench run timings on a random-weight 1024 px config-f chec
 }
 
 for spec in "$@"; do
-  IFS=: read -r RUN METHODS ITEMS BATCH <<< "$spec"; ITEMS=${ITEMS:-$N}; BATCH=${BATCH:-auto}
+  IFS=: read -r RUN METHODS ITEMS BATCH FLAG <<< "$spec"; ITEMS=${ITEMS:-$N}; BATCH=${BATCH:-auto}
+  COMPILE=(); [ "${FLAG:-}" = compile ] && COMPILE=(--compile)
   [ "$RUN" = r1024 ] && { r1024 "$METHODS"; continue; }
   if [ "$RUN" = speed256 ]; then
     for c in "" --compile; do
@@ -51,10 +54,17 @@ for spec in "$@"; do
     done
     continue
   fi
+  if [ "$RUN" = profile256 ]; then
+    for c in "" compile; do
+      timeout $(( $(left) / 2 )) python3 scripts/profile_step.py world256 "$METHODS" bf16 550 $c 2>&1 |
+        tee -a "$OUTDIR/profile256_$METHODS.txt" | head -20
+    done
+    continue
+  fi
   [ -f "carry_runs/$RUN.tgz" ] && tar xzf "carry_runs/$RUN.tgz" -C runs && echo "resuming runs/$RUN" | tee -a "$LOG"
   t0=$(date +%s)
   timeout $(( $(left) - 40 )) python3 -m bench run --methods "$METHODS" --protocol bdinvert-table1 --items "$ITEMS" \
-    --batch-size "$BATCH" --profile paper --precision auto --max-samples 0 --no-save-latents --quiet \
+    --batch-size "$BATCH" --profile paper --precision auto "${COMPILE[@]}" --max-samples 0 --no-save-latents --quiet \
     --run-dir "runs/$RUN" 2>&1 |
     grep -v "^  " | tee -a "$LOG" | grep -v "units done" | tail -8
   echo "$RUN ($METHODS): bench run exit ${PIPESTATUS[0]}, $(( $(date +%s) - t0 )) s (set-up included)" | tee -a "$LOG"
