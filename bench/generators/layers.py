@@ -383,6 +383,9 @@ class ModulatedRGBFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, style, weight):  # noqa: ANN001, D102
         ctx.save_for_backward(x, style, weight)
+        if torch.promote_types(x.dtype, weight.dtype) == weight.dtype:
+            # one pass: the product promotes x exactly (bf16 -> float32), as the cast-then-multiply did in two
+            return F.conv2d(x * style.to(weight.dtype)[:, :, None, None], weight)
         return F.conv2d(x.to(weight.dtype) * style[:, :, None, None], weight)
 
     @staticmethod
