@@ -57,8 +57,7 @@ class _Traffic(_Count):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
         out = func(*args, **(kwargs or {}))
         if not func.is_view:
-            self.counts[str(func.overloadpacket)] += _nbytes(list(args)) + _nbytes(list((kwargs or {}).values()))
-            self.counts[str(func.overloadpacket)] += _nbytes(out)
+            self.counts[str(func.overloadpacket)] += _nbytes([*args, *(kwargs or {}).values(), out])
         return out
 
 

@@ -188,3 +188,19 @@ def test_channels_last_lean_gradients_match_plain(monkeypatch, upconv):
         results.append((img.detach(), torch.autograd.grad((img * img.detach().cos()).sum(), wv)[0]))
     torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
+def test_one_pass_forms_equal_the_multi_pass_ones_bit_for_bit(dtype):
+    """The leaky ReLU's gradient in one kernel and the RGB modulation's promoting product (issue #17's byte cuts)
+    give exactly what the three-pass select and the cast-then-multiply gave, zeros and NaN included."""
+    gen = torch.Generator().manual_seed(7)
+    g = torch.randn(2, 16, 9, 7, generator=gen, dtype=torch.float64).to(dtype)
+    y = torch.randn(2, 16, 9, 7, generator=gen, dtype=torch.float64).to(dtype)
+    y[0, 0, 0, :3] = torch.tensor([0.0, -0.0, float("nan")], dtype=dtype)
+    g, y = (t.contiguous(memory_format=torch.channels_last) for t in (g, y))
+    assert torch.equal(torch.ops.aten.leaky_relu_backward(g, y, 0.2, True), torch.where(y > 0, g, g * 0.2))
+    weight = torch.randn(3, 16, 1, 1, generator=gen, dtype=torch.float64).to(torch.promote_types(dtype, torch.float32))
+    style = torch.randn(2, 16, generator=gen).to(dtype)
+    lean = layers.ModulatedRGBFn.apply(g, style, weight)
+    assert torch.equal(lean, torch.nn.functional.conv2d(g.to(weight.dtype) * style[:, :, None, None], weight))
