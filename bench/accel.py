@@ -15,7 +15,11 @@
   (NHWC), the layout tensor-core convolutions want.
 - **Compilation** (``--compile``): ``torch.compile`` of the generator's synthesis blocks (one graph for all
   batch sizes above 1), which fuses the modulation, the epilogue and the pixel shuffles around the cuDNN
-  convolutions into few kernels: 1.6x at 1024 px, where that memory-bound work took 75 % of the step.
+  convolutions into few kernels: 1.6x at 1024 px, where that memory-bound work took 75 % of the step, 1.86x
+  on the 256 px world. By default (``auto``) a method is compiled on CUDA when its optimisation in this run
+  is long enough to repay the compilation (:func:`compile_pays`); the decision is made before its batch
+  probe, so the probe measures what runs, and recorded in its settings. A compilation that fails (no
+  Triton, no C compiler) falls back to the eager generator with a warning (``StyleGAN2._run_blocks``).
 - **Batch size** (``--batch-size auto``): from free GPU memory, measured with a two-step probe inversion at
   batch 2 and 6 (per-image peak memory from the difference); where the fixed part looks like a strict-float32
   convolution workspace sized to the free memory, the batch the memory per image allows is itself probed
@@ -35,6 +39,11 @@ import torch
 
 from bench.choices import PRECISION_CHOICES, PRECISIONS  # torch-free, so that the CLI starts fast
 
+# --compile auto: compile a method whose run is at least this many pixel-steps (images x steps x pixels per
+# image). Compiling costs about a minute and saves 40-50 % of an eager step (1.86x on the 256 px world, 1.6x
+# at 1024 px, H100, benchmarks/RESULTS.md); 2e10 is about 300k image-steps at 256 px (90 s eager there) and
+# 19k at 1024 px (3 min eager), where the saving is above the cost.
+COMPILE_MIN_PIXEL_STEPS = 2e10
 AUTO_BATCH_CAP = 2048  # a 64 px world fits a whole protocol column set (550 units) in one batch
 CPU_AUTO_BATCH = 8
 MEMORY_FRACTION = 0.8
@@ -91,13 +100,14 @@ class Accel:
                 module.to(memory_format=layout)
 
 
-def resolve_accel(precision: str, device: torch.device, compile: bool = False,
+def resolve_accel(precision: str, device: torch.device, compile: bool | str = False,
                   tested: tuple[str, ...] = ()) -> Accel:
     """The :class:`Accel` of ``--precision`` and ``--compile`` for one method.
 
     ``tested``: the reduced precisions at which the method held the GPU parity test (its preset's
     ``gpu_precisions``). ``auto`` is the fastest of them on CUDA (bf16 over tf32; float32 if none) and float32
-    on the CPU; a precision named explicitly applies as given. Channels-last on CUDA.
+    on the CPU; a precision named explicitly applies as given. Channels-last on CUDA. ``compile="auto"``
+    starts uncompiled: the runner decides per method (:func:`compile_pays`).
     """
     if precision not in PRECISION_CHOICES:
         raise ValueError(f"--precision {precision!r}: expected one of {', '.join(PRECISION_CHOICES)}")
@@ -106,7 +116,12 @@ def resolve_accel(precision: str, device: torch.device, compile: bool = False,
         precision = max(tested, key=PRECISIONS.index) if cuda and tested else "fp32"
     if precision != "fp32" and not cuda:
         raise ValueError(f"--precision {precision} needs a CUDA device; this run is on the {device.type}")
-    return Accel(precision, channels_last=cuda, compile=compile)
+    return Accel(precision, channels_last=cuda, compile=compile is True)
+
+
+def compile_pays(device: torch.device, units: int, steps: int, resolution: int) -> bool:
+    """Whether ``--compile auto`` compiles a method that runs ``units`` images ``steps`` steps at ``resolution``."""
+    return device.type == "cuda" and units * steps * resolution**2 >= COMPILE_MIN_PIXEL_STEPS
 
 
 def describe_accels(accels: dict[str, Accel]) -> str:

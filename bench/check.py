@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.config import SPEED_ONLY_KEYS
 from reports.rundir import read_config, read_versions, write_atomic
 from reports.tables import load_metric_info, load_results, summary_table
 
@@ -282,7 +283,7 @@ def _config_diff(baseline: Baseline, run_dir: str | Path) -> list[str]:
         return []
     # method_settings follow from the rest (and baselines older than it lack the key)
     return sorted(k for k in set(old) | set(new)
-                  if k not in ("run_dir", "method_settings") and old.get(k) != new.get(k))
+                  if k not in ("run_dir", "method_settings", *SPEED_ONLY_KEYS) and old.get(k) != new.get(k))
 
 
 def compare(run_dir: str | Path, baseline: Baseline) -> CheckResult:

@@ -49,7 +49,9 @@ class RunConfig:
         batch_size: images inverted together, or ``"auto"`` (from free GPU memory; 8 on the CPU).
         precision: ``auto`` (on CUDA each method at the fastest precision that held the parity test, see
             ``methods.base.Preset.gpu_precisions``; fp32 on the CPU), ``fp32``, ``tf32`` or ``bf16`` (``bench.accel``).
-        compile: ``torch.compile`` the generator's synthesis (``bench.accel``; pays on long GPU runs).
+        compile: ``torch.compile`` the generator's synthesis (``bench.accel``): True, False, or ``"auto"``
+            (on CUDA, for each method whose optimisation is long enough to repay compiling it,
+            ``bench.accel.compile_pays``).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         run_dir: output folder; an existing run with the same configuration is resumed.
         metrics: metric names; empty = all defaults.
@@ -78,7 +80,7 @@ class RunConfig:
     profile: str = "auto"
     batch_size: int | str = "auto"
     precision: str = "auto"
-    compile: bool = False
+    compile: bool | str = "auto"
     device: str = "auto"
     run_dir: str | None = None
     metrics: tuple[str, ...] = ()
@@ -94,6 +96,11 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return asdict(self)
+
+
+# settings that change how fast a run goes, not what it computes (the same values within float rounding,
+# tests/accel/test_compile.py): a resume or a regression check with another choice is the same configuration
+SPEED_ONLY_KEYS = ("compile",)
 
 
 def _matches(value: Any, hint: Any) -> bool:
@@ -129,6 +136,8 @@ def check_types(values: Mapping[str, Any], where: str) -> None:
             value = (value,)
         if key == "batch_size" and isinstance(value, str) and value != "auto":
             raise ValueError(f"{where}: batch_size must be a whole number >= 1 or 'auto', got {value!r}")
+        if key == "compile" and isinstance(value, str) and value != "auto":
+            raise ValueError(f"{where}: compile must be true, false or 'auto', got {value!r}")
         if not _matches(value, hint):
             text = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
             raise ValueError(f"{where}: {key} must be {text}, got {value!r} ({type(value).__name__})")

@@ -5,7 +5,7 @@ checks that it equals the registries, and SOURCES (the digest of the modules it 
 it ignored once one of them changes.
 """
 
-SOURCES = '286b8a3962fc4b7283c53c8ff628600d5a20d84aa0a7e73f5d25ea3319dd4123'
+SOURCES = 'f00b839dcf75f3e2bb80f034112de0a46d65acd83a482c4b305b781a6044cb07'
 
 METHODS = {'im2s': {'latent_space': 'W+',
           'steps': 5000,

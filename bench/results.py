@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.config import SPEED_ONLY_KEYS
 from bench.data.sets import safe_name
 from bench.runlock import RunLock, remove_stale_temporaries
 
@@ -347,8 +348,9 @@ class RunStore:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ValueError(f"{path}: cannot be read ({err}); choose another --run-dir") from err
         config = json.loads(json.dumps(config, default=str))  # as stored: tuples become lists
-        # settings and left-out methods follow from the rest (the batch size may be re-probed)
-        ignore = {"run_dir", "method_settings", "skipped_methods"}
+        # settings and left-out methods follow from the rest (the batch size may be re-probed); each method's
+        # settings say whether it ran compiled
+        ignore = {"run_dir", "method_settings", "skipped_methods", *SPEED_ONLY_KEYS}
         # a key that the old run's version did not have yet is no difference
         diff = sorted(k for k in set(old) | set(config)
                       if k not in ignore and old.get(k, config.get(k)) != config.get(k))

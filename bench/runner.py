@@ -17,12 +17,12 @@ import contextlib
 import datetime as _dt
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
-from bench.accel import describe_accels
+from bench.accel import compile_pays, describe_accels
 from bench.batch import Unit, run_batch, score  # noqa: F401  (score: re-exported)
 from bench.config import RunConfig, method_overrides
 from bench.editing import consistency_entries, metric_entries
@@ -200,7 +200,9 @@ def run_units(session: Session, store: RunStore, units: Sequence[Unit], progress
         mine = shard(pending) if shard is not None else pending
         if not mine:
             continue
+        choose_compile(prep, name, method, len(mine), session.log)
         size = batch_size_for(prep, name, mine, session.log)
+        compile_failed(prep, name, session.log)
         if session.writer:
             _write_config(store, session)  # now with the batch size the probe chose
         for k in range(0, len(mine), size):
@@ -214,7 +216,39 @@ def run_units(session: Session, store: RunStore, units: Sequence[Unit], progress
             batches += 1
             if stop_after is not None and batches >= stop_after:
                 raise KeyboardInterrupt(f"stopped after {batches} batches (test hook)")
+        if compile_failed(prep, name, session.log) and session.writer:
+            _write_config(store, session)
         _release_memory(prep.device)
+
+
+def choose_compile(prep: Prepared, name: str, method: Method, units: int, log: Callable[[str], None]) -> None:
+    """Compile the generator for ``name`` or not (``--compile auto``: :func:`bench.accel.compile_pays`).
+
+    Set before the method's batch probe, so that the probe measures what runs; recorded in its settings.
+    """
+    accel = prep.accels[name]
+    if prep.config.compile == "auto":
+        wanted = compile_pays(prep.device, units, method.params.steps, prep.generator.resolution)
+        if wanted != accel.compile:
+            accel = prep.accels[name] = replace(accel, compile=wanted)
+            log(f"{name}: compiled (--compile auto: {units} images x {method.params.steps} steps at "
+                f"{prep.generator.resolution} px repay compiling)")
+    if accel.compile and getattr(prep.generator, "compile_failure", None):  # failed for an earlier method
+        accel = prep.accels[name] = replace(accel, compile=False)
+    if hasattr(prep.generator, "compiled"):
+        prep.generator.compiled = accel.compile
+
+
+def compile_failed(prep: Prepared, name: str, log: Callable[[str], None]) -> bool:
+    """Whether ``name`` was to run compiled but the compilation failed (the generator fell back to eager).
+
+    Records it in the method's settings and says so once.
+    """
+    if not prep.accels[name].compile or getattr(prep.generator, "compiled", True):
+        return False
+    prep.accels[name] = replace(prep.accels[name], compile=False)
+    log(f"{name}: runs eager, torch.compile failed: {getattr(prep.generator, 'compile_failure', '?')}")
+    return True
 
 
 def _step_display(bar, what: str) -> Callable[[int, int], None]:

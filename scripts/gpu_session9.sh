@@ -15,7 +15,8 @@
 # a 3-iteration one, there only to make them run): r1024_log.txt and r1024_timing.csv. A spec speed256:METHODS
 # runs bench speed on the 256 px world at the protocol's batch (550), eager then compiled: speed256_log.txt.
 # A spec profile256:METHOD prints where one step's GPU time goes on that world (scripts/profile_step.py, bf16,
-# batch 550, eager then compiled): profile256_METHOD.txt.
+# batch 550, eager then compiled): profile256_METHOD.txt. A spec autotune256:METHODS times them compiled
+# with BENCH_COMPILE_MODE=max-autotune-no-cudagraphs (Triton convolution templates): autotune256_log.txt.
 set -uo pipefail
 LIMIT=$1; ENC_MIN=$2; N=$3; shift 3
 OUTDIR=${OUT:-out}; mkdir -p "$OUTDIR" runs
@@ -54,6 +55,12 @@ for spec in "$@"; do
       timeout $(( $(left) / 2 )) python3 -m bench speed --config world256 --methods "$METHODS" --batch 550 \
         --steps 20,120 --no-single $c 2>&1 | tee -a "$OUTDIR/speed256_log.txt" | grep '^|'
     done
+    continue
+  fi
+  if [ "$RUN" = autotune256 ]; then  # compiled with Inductor's max-autotune (Triton convolution templates)
+    BENCH_COMPILE_MODE=max-autotune-no-cudagraphs timeout $(( $(left) - 30 )) python3 -m bench speed \
+      --config world256 --methods "$METHODS" --batch 550 --steps 20,120 --no-single --compile 2>&1 |
+      tee -a "$OUTDIR/autotune256_log.txt" | grep '^|'
     continue
   fi
   if [ "$RUN" = profile256 ]; then

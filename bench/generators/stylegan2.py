@@ -15,6 +15,8 @@ there on is M = 2n - 4.
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -22,8 +24,9 @@ from torch import nn
 
 from bench.generators.layers import ConstantInput, EqualLinear, PixelNorm, StyledConv, ToRGB
 
-# keyword arguments of torch.compile for ``compiled`` generators (the CPU tests use the aot_eager backend)
-COMPILE_OPTIONS: dict = {}
+# keyword arguments of torch.compile for ``compiled`` generators (the CPU tests use the aot_eager backend);
+# BENCH_COMPILE_MODE=max-autotune-no-cudagraphs (or another torch.compile mode) is for speed experiments
+COMPILE_OPTIONS: dict = {"mode": os.environ["BENCH_COMPILE_MODE"]} if os.environ.get("BENCH_COMPILE_MODE") else {}
 # one compiled graph per (batch size, base resolution, grad mode, precision): more than dynamo's default 8
 RECOMPILE_LIMIT = 64
 
@@ -190,7 +193,14 @@ class StyleGAN2Generator(nn.Module):
             for t in (x, skip, ws):
                 if t is not None:
                     torch._dynamo.maybe_mark_dynamic(t, 0)
-        return compiled(x, skip, ws, start)
+        try:
+            return compiled(x, skip, ws, start)
+        except torch._dynamo.exc.BackendCompilerFailed as err:  # no Triton, no C compiler: run eager
+            self.compiled = False
+            cause = getattr(err, "inner_exception", None) or err.__cause__ or err
+            self.compile_failure = f"{type(cause).__name__}: {str(cause).strip()[:300]}"
+            warnings.warn(f"torch.compile failed, the generator runs eager: {self.compile_failure}", stacklevel=2)
+            return self._blocks(x, skip, ws, start)
 
     def _blocks(self, x: torch.Tensor, skip: torch.Tensor | None, ws: torch.Tensor, start: int) -> torch.Tensor:
         for j in range(start, len(self.to_rgbs)):

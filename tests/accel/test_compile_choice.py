@@ -1,0 +1,115 @@
+"""``--compile auto`` (the default): which methods a run compiles, what it records, and the eager fallback.
+
+The choice is per method, from the run's size (``bench.accel.compile_pays``), made before the method's batch
+probe; a compilation that fails (no Triton, no C compiler) must not end the run: the generator runs eager and
+the method's settings say so. On the CPU the compiled path runs with the ``aot_eager`` backend.
+"""
+
+import json
+import types
+
+import pytest
+import torch
+
+from bench.accel import COMPILE_MIN_PIXEL_STEPS, Accel, compile_pays
+from bench.config import RunConfig, make_config
+from bench.generators import stylegan2
+from bench.runner import choose_compile, run
+
+CUDA = torch.device("cuda")  # a device object only: nothing runs on it here
+
+
+def test_compile_pays_from_the_run_size_on_cuda_only():
+    # the 256 px protocol: W's 550 units x 1000 steps (3.6e10 pixel-steps) compile, IDinvert's x 100 do not
+    assert compile_pays(CUDA, 550, 1000, 256)
+    assert not compile_pays(CUDA, 550, 100, 256)
+    assert not compile_pays(torch.device("cpu"), 550, 5000, 1024)
+    assert not compile_pays(CUDA, 550, 0, 1024)  # a feed-forward method has nothing to compile
+    # the threshold, exactly: 2e10 pixel-steps is 19,073 image-steps at 1024 px
+    assert COMPILE_MIN_PIXEL_STEPS == 2e10
+    assert compile_pays(CUDA, 1, 19_074, 1024) and not compile_pays(CUDA, 1, 19_073, 1024)
+
+
+def _prep(compile_option, **accels):
+    gen = types.SimpleNamespace(resolution=256, compiled=False)
+    return types.SimpleNamespace(config=RunConfig(compile=compile_option), device=CUDA, generator=gen,
+                                 accels=dict(accels))
+
+
+def _method(steps):
+    return types.SimpleNamespace(params=types.SimpleNamespace(steps=steps))
+
+
+def test_auto_compiles_the_long_methods_and_records_it():
+    base = Accel("bf16", channels_last=True)
+    prep, said = _prep("auto", w=base, idinvert=base), []
+    choose_compile(prep, "w", _method(1000), 550, said.append)
+    assert prep.generator.compiled and prep.accels["w"].label == "bf16, channels-last, compiled"
+    choose_compile(prep, "idinvert", _method(100), 550, said.append)
+    assert not prep.generator.compiled and prep.accels["idinvert"].label == "bf16, channels-last"
+    assert len(said) == 1 and said[0].startswith("w: compiled (--compile auto: 550 images x 1000 steps")
+
+
+@pytest.mark.parametrize("option", [True, False])
+def test_an_explicit_choice_is_kept_whatever_the_size(option):
+    prep = _prep(option, w=Accel("bf16", True, option))
+    choose_compile(prep, "w", _method(5 if option else 10_000), 550 if option else 5000, lambda m: None)
+    assert prep.generator.compiled is option and prep.accels["w"].compile is option
+
+
+def test_no_second_attempt_after_a_failed_compilation():
+    prep = _prep("auto", w=Accel("bf16", True))
+    prep.generator.compile_failure = "BackendCompilerFailed: no Triton"
+    choose_compile(prep, "w", _method(1000), 550, lambda m: None)
+    assert not prep.generator.compiled and not prep.accels["w"].compile
+
+
+def test_compile_is_auto_by_default_and_checked_in_config_files(tmp_path):
+    assert RunConfig().compile == "auto" and make_config({"compile": None}).compile == "auto"
+    bad = tmp_path / "c.json"
+    bad.write_text(json.dumps({"compile": "sometimes"}))
+    with pytest.raises(ValueError, match="compile must be true, false or 'auto'"):
+        make_config({}, bad)
+
+
+def _broken_backend(gm, example_inputs):
+    raise RuntimeError("no Triton on this machine")
+
+
+def _cfg(gen, run_dir, **kw):
+    return RunConfig(**({"methods": "im2s", "transforms": ("rotate:20",), "generator": str(gen),
+                         "data": "synthetic:2", "n": 2, "steps": 3, "perceptual": "none", "device": "cpu",
+                         "batch_size": 2, "max_samples": 0, "save_latents": False, "run_dir": str(run_dir)} | kw))
+
+
+def _settings(run_dir):
+    return json.loads((run_dir / "config.json").read_text())["method_settings"]["im2s"]["precision"]
+
+
+@pytest.fixture(autouse=True)
+def _no_lpips_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+
+
+def test_a_failed_compilation_falls_back_to_eager_and_says_so(tiny_generator_path, tmp_path, monkeypatch):
+    import pandas as pd
+
+    ref_dir, run_dir, said = tmp_path / "eager", tmp_path / "fallback", []
+    run(_cfg(tiny_generator_path, ref_dir, compile=False), progress=False, log=lambda m: None)
+    monkeypatch.setattr(stylegan2, "COMPILE_OPTIONS", {"backend": _broken_backend})
+    with pytest.warns(UserWarning, match="torch.compile failed, the generator runs eager"):
+        run(_cfg(tiny_generator_path, run_dir, compile=True), progress=False, log=said.append)
+    assert any("im2s: runs eager, torch.compile failed" in m and "no Triton" in m for m in said), said
+    assert _settings(run_dir) == "fp32"  # not "compiled": it did not run compiled
+    ref, out = (pd.read_csv(d / "results.csv").sort_values(["item", "transform", "metric"]) for d in (ref_dir, run_dir))
+    assert out["value"].tolist() == ref["value"].tolist()  # the eager run's values, exactly
+
+
+def test_a_compiled_run_records_it_and_resumes_eager(tiny_generator_path, tmp_path, monkeypatch):
+    monkeypatch.setattr(stylegan2, "COMPILE_OPTIONS", {"backend": "aot_eager"})
+    run_dir = tmp_path / "run"
+    run(_cfg(tiny_generator_path, run_dir, compile=True), progress=False, log=lambda m: None)
+    assert _settings(run_dir) == "fp32, compiled"
+    # compiling changes how fast, not what: a resume with another choice is no different configuration
+    run(_cfg(tiny_generator_path, run_dir, compile=False), progress=False, log=lambda m: None)
+    assert _settings(run_dir) == "fp32"
