@@ -189,6 +189,9 @@ class StyleGAN2Generator(nn.Module):
                 if hasattr(dynamo, key):
                     setattr(dynamo, key, max(getattr(dynamo, key), RECOMPILE_LIMIT))
             compiled = self.__dict__["_compiled_blocks"] = torch.compile(self._blocks, **COMPILE_OPTIONS)
+        # W's codes are one w expanded over the layers (stride 0); a contiguous copy (a few kB) lets it share
+        # Im2S's and P-norm+'s graph instead of compiling its own (about a minute each on the GPU)
+        ws = ws.contiguous()
         if x.shape[0] > 1:  # one graph serves every batch size (the probe's, the run's, a halved one)
             for t in (x, skip, ws):
                 if t is not None:

@@ -83,3 +83,23 @@ def test_compiled_generator_matches_eager_on_gpu(precision):
     assert (img - ref_img).abs().max().item() <= tol * ref_img.abs().max().item()
     rel = (grad - ref_grad).norm() / ref_grad.norm()
     assert rel.item() <= tol, rel.item()
+
+
+def test_one_graph_serves_the_w_plus_methods_and_every_batch_size(aot_eager):
+    """Compiling takes about a minute per graph on the GPU: Im2S, W and P-norm+ at batch 2, 6 and 5 share one."""
+    from torch._dynamo.utils import counters
+
+    gen, _, _ = build_timing_setup("tiny", torch.device("cpu"))
+    torch._dynamo.reset()
+    counters.clear()
+    Accel(compile=True).prepare(gen)
+    try:
+        for name in ("im2s", "w", "pnorm"):
+            for batch in (2, 6, 5):
+                with torch.no_grad():
+                    targets = gen(torch.randn(batch, gen.z_dim, generator=torch.Generator().manual_seed(batch)))
+                build_method(name, {"steps": 2}).invert(targets.clamp(-1, 1), gen, seeds=list(range(batch)),
+                                                        perceptual="none")
+    finally:
+        Accel().prepare(gen)
+    assert counters["stats"]["unique_graphs"] == 1
