@@ -61,9 +61,12 @@ class _Traffic(_Count):
         return out
 
 
-def _measure(config: str, method: str, batch: int, steps: int, mode: _Count, cuda_path: bool) -> dict[str, int]:
-    """``mode``'s counts over a ``steps``-step inversion of ``batch`` generated images."""
+def _measure(config: str, method: str, batch: int, steps: int, mode: _Count, cuda_path: bool,
+             loss_net: bool = True) -> dict[str, int]:
+    """``mode``'s counts over a ``steps``-step inversion of ``batch`` generated images (``loss_net``: with the
+    configuration's perceptual network in the loss, else without it)."""
     gen, perceptual, _ = build_timing_setup(config, torch.device("cpu"))
+    perceptual = perceptual if loss_net else "none"
     gen.channels_last = cuda_path
     with torch.no_grad():
         targets = gen(torch.randn(batch, gen.z_dim, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
@@ -78,8 +81,9 @@ def _measure(config: str, method: str, batch: int, steps: int, mode: _Count, cud
     return mode.counts
 
 
-def _per_step(config: str, method: str, batch: int, mode: type[_Count], cuda_path: bool) -> dict[str, float]:
-    two, four = (_measure(config, method, batch, s, mode(), cuda_path) for s in (2, 4))
+def _per_step(config: str, method: str, batch: int, mode: type[_Count], cuda_path: bool,
+              loss_net: bool = True) -> dict[str, float]:
+    two, four = (_measure(config, method, batch, s, mode(), cuda_path, loss_net) for s in (2, 4))
     return {k: (four[k] - two.get(k, 0)) / 2 for k in four if four[k] != two.get(k, 0)}
 
 
@@ -88,9 +92,9 @@ def per_step(config: str, method: str, batch: int = 2) -> dict[str, float]:
     return _per_step(config, method, batch, _Count, cuda_path=False)
 
 
-def bytes_per_image_step(config: str, method: str) -> dict[str, float]:
+def bytes_per_image_step(config: str, method: str, loss_net: bool = True) -> dict[str, float]:
     """Bytes per image-step by operation (CUDA-path settings): the step's bytes at batch 4 less batch 2, / 2."""
-    two, four = (_per_step(config, method, b, _Traffic, cuda_path=True) for b in (2, 4))
+    two, four = (_per_step(config, method, b, _Traffic, cuda_path=True, loss_net=loss_net) for b in (2, 4))
     return {k: (four.get(k, 0.0) - two.get(k, 0.0)) / 2 for k in set(two) | set(four)}
 
 
@@ -101,10 +105,14 @@ def main() -> None:
     ap.add_argument("--method", default="im2s")
     ap.add_argument("--top", type=int, default=12)
     ap.add_argument("--bytes", action="store_true", help="memory traffic per image-step instead of operations")
+    ap.add_argument("--no-loss-net", action="store_true",
+                    help="leave the perceptual network out of the loss (its share is the difference)")
     a = ap.parse_args()
-    ops = bytes_per_image_step(a.config, a.method) if a.bytes else per_step(a.config, a.method)
+    if a.no_loss_net and not a.bytes:
+        ap.error("--no-loss-net goes with --bytes")
+    ops = bytes_per_image_step(a.config, a.method, not a.no_loss_net) if a.bytes else per_step(a.config, a.method)
     ranked = sorted(ops.items(), key=lambda kv: -kv[1])[: a.top]
-    head = {"config": a.config, "method": a.method}
+    head = {"config": a.config, "method": a.method} | ({"loss_net": False} if a.no_loss_net else {})
     if a.bytes:
         body = {"upconv": os.environ.get("BENCH_UPCONV", "auto"),
                 "mib_per_image_step": round(sum(ops.values()) / 2**20, 1),
