@@ -21,10 +21,10 @@
   probe, so the probe measures what runs, and recorded in its settings. A compilation that fails (no
   Triton, no C compiler) falls back to the eager generator with a warning (``StyleGAN2._run_blocks``).
 - **Batch size** (``--batch-size auto``): from free GPU memory, measured with a two-step probe inversion at
-  batch 2 and 6 (per-image peak memory from the difference); where the fixed part looks like a strict-float32
-  convolution workspace sized to the free memory, the batch the memory per image allows is itself probed
-  (pSp at 1024 px had run at batch 1); the runner halves a batch and retries on out-of-memory, and keeps the
-  smaller size for the method's later batches.
+  batch 2 and 6 after a warm-up (per-image peak memory from the difference); where the fixed part looks like
+  a strict-float32 convolution workspace sized to the free memory, the batch the memory per image allows is
+  itself probed (pSp at 1024 px had run at batch 1); the runner halves a batch and retries on out-of-memory,
+  and keeps the smaller size for the method's later batches.
 
 Batching does not change results: every loss is per image and Adam is element-wise (``methods.optim``).
 """
@@ -147,6 +147,8 @@ def probe_batch_size(invert: Callable[[int], object], device: torch.device, limi
                      cap: int = AUTO_BATCH_CAP) -> tuple[int, str]:
     """Largest batch that fits in free GPU memory, from probe inversions at batch 2 and 6 (PROBE_BATCHES).
 
+    A first, unmeasured inversion at batch 2 takes the one-off costs (compilation, library workspaces).
+
     The two peaks give a memory per image and a fixed part. A fixed part above half the memory budget is
     what a convolution workspace looks like in strict float32: cuDNN picks FFT algorithms whose workspace
     takes what is free (65 GB for a 2-image render at 1024 px), and takes a leaner algorithm when less is
@@ -167,6 +169,9 @@ def probe_batch_size(invert: Callable[[int], object], device: torch.device, limi
     if device.type != "cuda":
         return min(CPU_AUTO_BATCH, limit), f"{min(CPU_AUTO_BATCH, limit)} (CPU default)"
     small, large = PROBE_BATCHES
+    # a warm-up first: compilation (--compile) and one-off allocations happen in the first call, and in a
+    # measured peak they had made batch 2 look as large as batch 6 (compiled Im2S on the H100: "0 MiB per image")
+    _probe_peak(invert, device, small)
     peaks = [_probe_peak(invert, device, b) for b in (small, large)]
     torch.cuda.empty_cache()  # what the probes left cached is free for the run
     per_image = max((peaks[1] - peaks[0]) / (large - small), 1.0)

@@ -63,8 +63,10 @@ class _Traffic(_Count):
 
 def _measure(config: str, method: str, batch: int, steps: int, mode: _Count, cuda_path: bool,
              loss_net: bool = True) -> dict[str, int]:
-    """``mode``'s counts over a ``steps``-step inversion of ``batch`` generated images (``loss_net``: with the
-    configuration's perceptual network in the loss, else without it)."""
+    """``mode``'s counts over a ``steps``-step inversion of ``batch`` generated images.
+
+    ``loss_net``: with the configuration's perceptual network in the loss, else without it.
+    """
     gen, perceptual, _ = build_timing_setup(config, torch.device("cpu"))
     perceptual = perceptual if loss_net else "none"
     gen.channels_last = cuda_path
