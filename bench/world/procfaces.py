@@ -41,7 +41,14 @@ HELDOUT_SEED_OFFSET: int = 2**30
 DEFAULT_SUPERSAMPLE = 2
 GLASSES_RATE = 0.35
 _FIELD = 256
-_CHUNK = 64  # images per vectorised pass: keeps the working set in cache
+# render samples per vectorised pass (images x (R x supersample)^2): the working set stays in cache. A fixed 64
+# images had been 6x slower per image at 256 px (288 against 48 ms on a 2-core CPU, bit-identical images)
+_CHUNK_SAMPLES = 2**19
+
+
+def _chunk(resolution: int, supersample: int) -> int:
+    """Images per vectorised pass at this resolution: 32 at 64 px, 2 at 256 px (supersample 2)."""
+    return max(1, _CHUNK_SAMPLES // (resolution * supersample) ** 2)
 _EYE_PALETTE = torch.tensor(
     [[0.30, 0.18, 0.10], [0.16, 0.09, 0.05], [0.45, 0.35, 0.15], [0.25, 0.45, 0.70], [0.25, 0.50, 0.30]]
 )
@@ -185,8 +192,9 @@ def render(params: FaceParams, resolution: int = 64, supersample: int = DEFAULT_
         raise ValueError(f"render: supersample must be an int >= 1, got {supersample!r}")
     out = torch.empty(len(params), 3, resolution, resolution)
     with torch.no_grad():
-        for start in range(0, len(params), _CHUNK):
-            out[start : start + _CHUNK] = _render_chunk(params[start : start + _CHUNK], resolution, supersample)
+        chunk = _chunk(resolution, supersample)
+        for start in range(0, len(params), chunk):
+            out[start : start + chunk] = _render_chunk(params[start : start + chunk], resolution, supersample)
     return out
 
 
@@ -220,8 +228,9 @@ def render_transformed(params: FaceParams, matrices: Tensor, resolution: int = 6
     inverse = torch.linalg.inv(matrices)
     out = torch.empty(len(params), 3, resolution, resolution)
     with torch.no_grad():
-        for start in range(0, len(params), _CHUNK):
-            stop = start + _CHUNK
+        chunk = _chunk(resolution, supersample)
+        for start in range(0, len(params), chunk):
+            stop = start + chunk
             out[start:stop] = _render_chunk(params[start:stop], resolution, supersample, inverse[start:stop], fill)
     return out
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from bench.world.procfaces import (
-    _CHUNK,
     ATTRIBUTES,
     HAIR_STYLES,
     HELDOUT_SEED_OFFSET,
@@ -21,6 +20,8 @@ from bench.world.procfaces import (
 )
 
 __all__ = ["ProcFacesSource", "procfaces_source"]
+
+_FACES_PER_PASS = 64  # faces the iterator renders at a time (``render`` splits them into cache-sized chunks)
 
 
 class ProcFacesSource:
@@ -52,8 +53,8 @@ class ProcFacesSource:
     def __iter__(self) -> Iterator:
         from bench.data import Item, item_seed  # lazy, so that this module imports without bench.data
 
-        for start in range(0, len(self._indices), _CHUNK):
-            chunk = self._indices[start : start + _CHUNK]
+        for start in range(0, len(self._indices), _FACES_PER_PASS):
+            chunk = self._indices[start : start + _FACES_PER_PASS]
             seeds = [face_seed(HELDOUT_SEED_OFFSET, i) for i in chunk]
             params = FaceParams.cat([sample_params(1, s) for s in seeds])
             images, labs = render(params, self.resolution), labels(params).tolist()
