@@ -5,7 +5,8 @@
 # iterations at most, for ENC_MIN minutes) and install it with its provenance. Then, for each RUN, the
 # BDInvert Table 1 protocol on the embedded world (which is now the 256 px world for protocol runs) at paper
 # steps, ITEMS faces (default N), --precision auto, METHODS (comma list), batch BATCH (default auto), with
-# --compile when the fifth field is "compile", in runs/RUN, resumed from carry_runs/RUN.tgz when that was carried.
+# --compile when the fifth field is "compile" (without it bench run's default, compile auto, compiles the long
+# methods), in runs/RUN, resumed from carry_runs/RUN.tgz when that was carried.
 # PROTO_GEN=world64 runs the protocol on the 64 px world instead (--generator world64). Each run gets the time left (minus a margin
 # to pack it); a run cut off by its limit is packed all the same and resumes (batch-granular) in a later call.
 # The packed runs (no report, samples or latents) come back as RUN.tgz, split into RUN.tgz.part-aa, -ab, ...
