@@ -68,6 +68,9 @@ def score(metrics: Sequence[Metric], pred: torch.Tensor, target: torch.Tensor,
 def invert_adaptive(method: Method, targets: torch.Tensor, prep: Prepared, seeds: list[int]) -> list[Inversion]:
     """Invert, halving the batch and retrying on CUDA out-of-memory (results are batch-invariant).
 
+    A compilation that fails while the batch runs (``--compile``; the backward graph compiles at the first
+    backward pass) makes the generator run eager, and the batch is run again.
+
     A single image is inverted as a batch of two (itself twice) and the copy dropped, so that it runs the
     same kernels as every larger batch: on some back-ends a batch of one takes other convolution and matrix
     algorithms, whose rounding moved results by up to 0.01 dB. The size that fitted is kept for the
@@ -83,6 +86,11 @@ def invert_adaptive(method: Method, targets: torch.Tensor, prep: Prepared, seeds
         with prep.accels[method.name].context(prep.device):
             inv = method.invert(batch, prep.generator, seeds=batch_seeds, perceptual=prep.perceptual)
         return [take(inv, [0]) if single else inv]
+    except torch._dynamo.exc.BackendCompilerFailed as err:  # a compilation that failed in backward: run eager
+        if not getattr(prep.generator, "compiled", False):
+            raise
+        prep.generator.stop_compiling(err)
+        return invert_adaptive(method, targets, prep, seeds)
     except torch.cuda.OutOfMemoryError:
         torch.cuda.empty_cache()
         if single:

@@ -199,11 +199,15 @@ class StyleGAN2Generator(nn.Module):
         try:
             return compiled(x, skip, ws, start)
         except torch._dynamo.exc.BackendCompilerFailed as err:  # no Triton, no C compiler: run eager
-            self.compiled = False
-            cause = getattr(err, "inner_exception", None) or err.__cause__ or err
-            self.compile_failure = f"{type(cause).__name__}: {str(cause).strip()[:300]}"
-            warnings.warn(f"torch.compile failed, the generator runs eager: {self.compile_failure}", stacklevel=2)
+            self.stop_compiling(err)
             return self._blocks(x, skip, ws, start)
+
+    def stop_compiling(self, err: Exception) -> None:
+        """Run eager from now on, after a compilation failed with ``err`` (says so, keeps why in compile_failure)."""
+        self.compiled = False
+        cause = getattr(err, "inner_exception", None) or err.__cause__ or err
+        self.compile_failure = f"{type(cause).__name__}: {str(cause).strip()[:300]}"
+        warnings.warn(f"torch.compile failed, the generator runs eager: {self.compile_failure}", stacklevel=3)
 
     def _blocks(self, x: torch.Tensor, skip: torch.Tensor | None, ws: torch.Tensor, start: int) -> torch.Tensor:
         for j in range(start, len(self.to_rgbs)):

@@ -113,3 +113,34 @@ def test_a_compiled_run_records_it_and_resumes_eager(tiny_generator_path, tmp_pa
     # compiling changes how fast, not what: a resume with another choice is no different configuration
     run(_cfg(tiny_generator_path, run_dir, compile=False), progress=False, log=lambda m: None)
     assert _settings(run_dir) == "fp32"
+
+
+def test_a_compilation_that_fails_inside_a_batch_reruns_it_eager(tiny_generator):
+    """The backward graph compiles at the first backward pass, inside the method: the batch runs again eager."""
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    from bench.batch import invert_adaptive
+    from methods.base import Inversion
+
+    class CompilesBadly:
+        name, calls = "im2s", []
+
+        def invert(self, targets, generator, seeds, perceptual):
+            self.calls.append(generator.compiled)
+            if generator.compiled:
+                raise BackendCompilerFailed(_broken_backend, RuntimeError("no C compiler"), None)
+            n = targets.shape[0]
+            return Inversion("im2s", {"wp": torch.zeros(n, 1)}, targets, torch.zeros(n), (None,) * n, {})
+
+    tiny_generator.compiled = True
+    prep = types.SimpleNamespace(batch_sizes={}, accels={"im2s": Accel()}, device=torch.device("cpu"),
+                                 generator=tiny_generator, perceptual="none")
+    method = CompilesBadly()
+    try:
+        with pytest.warns(UserWarning, match="no C compiler"):
+            out = invert_adaptive(method, torch.zeros(3, 3, 8, 8), prep, [0, 1, 2])
+    finally:
+        compiled, why = tiny_generator.compiled, tiny_generator.__dict__.pop("compile_failure", None)
+        tiny_generator.compiled = False
+    assert method.calls == [True, False] and not compiled and "no C compiler" in why
+    assert out[0].images.shape[0] == 3
