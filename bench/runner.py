@@ -232,7 +232,8 @@ def choose_compile(prep: Prepared, name: str, method: Method, units: int, log: C
         if wanted != accel.compile:
             accel = prep.accels[name] = replace(accel, compile=wanted)
             log(f"{name}: compiled (--compile auto: {units} images x {method.params.steps} steps at "
-                f"{prep.generator.resolution} px repay compiling)")
+                f"{prep.generator.resolution} px repay compiling; a new graph takes about a minute, in the batch "
+                "probe)")
     if accel.compile and getattr(prep.generator, "compile_failure", None):  # failed for an earlier method
         accel = prep.accels[name] = replace(accel, compile=False)
     if hasattr(prep.generator, "compiled"):
