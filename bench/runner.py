@@ -224,18 +224,19 @@ def run_units(session: Session, store: RunStore, units: Sequence[Unit], progress
 def choose_compile(prep: Prepared, name: str, method: Method, units: int, log: Callable[[str], None]) -> None:
     """Compile the generator for ``name`` or not (``--compile auto``: :func:`bench.accel.compile_pays`).
 
-    Set before the method's batch probe, so that the probe measures what runs; recorded in its settings.
+    Set before the method's batch probe, so that the probe measures what runs; recorded in its settings. A
+    generator that cannot compile (the StyleGAN v1 one) or whose compilation failed before runs eager.
     """
     accel = prep.accels[name]
-    if prep.config.compile == "auto":
-        wanted = compile_pays(prep.device, units, method.params.steps, prep.generator.resolution)
-        if wanted != accel.compile:
-            accel = prep.accels[name] = replace(accel, compile=wanted)
+    can = hasattr(prep.generator, "compiled") and not getattr(prep.generator, "compile_failure", None)
+    wanted = can and (compile_pays(prep.device, units, method.params.steps, prep.generator.resolution)
+                      if prep.config.compile == "auto" else accel.compile)
+    if wanted != accel.compile:
+        accel = prep.accels[name] = replace(accel, compile=wanted)
+        if wanted:
             log(f"{name}: compiled (--compile auto: {units} images x {method.params.steps} steps at "
                 f"{prep.generator.resolution} px repay compiling; a new graph takes about a minute, in the batch "
                 "probe)")
-    if accel.compile and getattr(prep.generator, "compile_failure", None):  # failed for an earlier method
-        accel = prep.accels[name] = replace(accel, compile=False)
     if hasattr(prep.generator, "compiled"):
         prep.generator.compiled = accel.compile
 

@@ -144,3 +144,10 @@ def test_a_compilation_that_fails_inside_a_batch_reruns_it_eager(tiny_generator)
         tiny_generator.compiled = False
     assert method.calls == [True, False] and not compiled and "no C compiler" in why
     assert out[0].images.shape[0] == 3
+
+
+def test_a_generator_that_cannot_compile_is_recorded_as_eager():
+    prep = _prep(True, w=Accel("bf16", True, True))
+    del prep.generator.compiled  # as the StyleGAN v1 generator: no compiled path
+    choose_compile(prep, "w", _method(1000), 550, lambda m: None)
+    assert not prep.accels["w"].compile
