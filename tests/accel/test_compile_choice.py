@@ -151,3 +151,25 @@ def test_a_generator_that_cannot_compile_is_recorded_as_eager():
     del prep.generator.compiled  # as the StyleGAN v1 generator: no compiled path
     choose_compile(prep, "w", _method(1000), 550, lambda m: None)
     assert not prep.accels["w"].compile
+
+
+def test_inductor_without_a_cxx_compiler_falls_back_to_eager(monkeypatch):
+    """The real failure of a machine without a C++ compiler (Inductor's CPU code generation), not a stand-in."""
+    import torch._inductor.config as inductor_config
+
+    from bench.speed import build_timing_setup
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/g++",))
+    gen, _, _ = build_timing_setup("tiny", torch.device("cpu"))
+    ws = gen.w_avg[None, None].repeat(2, gen.num_ws, 1).requires_grad_(True)
+    ref = gen.synthesis(ws).detach()
+    Accel(compile=True).prepare(gen)
+    try:
+        with pytest.warns(UserWarning, match="InvalidCxxCompiler"):
+            img = gen.synthesis(ws)
+        assert not gen.compiled and gen.compile_failure.startswith("InvalidCxxCompiler")
+    finally:
+        Accel().prepare(gen)
+        torch._dynamo.reset()
+    assert torch.equal(img.detach(), ref)
