@@ -9,8 +9,9 @@ every case, and each target records how it was made and its high-frequency ratio
 
 Rendered targets are kept in a bounded in-memory cache (:data:`RENDER_CACHE_BYTES`), keyed by renderer, item,
 matrix and fill: a protocol run renders each (face, transform) once instead of once per method. Rendering is
-deterministic and per image, so a cached target is the same tensor, bit for bit. (At 256 px the renderer takes
-about 75 ms per target on one CPU core: 41 s for the protocol's 550 units, which every method paid again.)
+deterministic and per image, so a cached target is the same tensor, bit for bit. (A 50-face protocol's 500
+transformed 256 px targets take 39 s on a 2-core CPU, ``scripts/render_timing.py``; every method had paid that
+again.)
 """
 
 from __future__ import annotations

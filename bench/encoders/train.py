@@ -40,8 +40,9 @@ from bench.encoders.provenance import generator_hash
 
 METHODS = ("fwplus4", "fwplus8", "fwplus16", "idinvert", "psp")
 NEEDS_DATA = ("idinvert", "psp")
+# each recipe's published batch size
+DEFAULT_BATCH = {"fwplus4": 16, "fwplus8": 16, "fwplus16": 16, "idinvert": 128, "psp": 8}
 # published length of each recipe, in iterations (IDinvert: 14,000 kimg at batch 128)
-DEFAULT_BATCH = {"fwplus4": 16, "fwplus8": 16, "fwplus16": 16, "idinvert": 128, "psp": 8}  # the recipes'
 DEFAULT_ITERATIONS = {"fwplus4": 10_000, "fwplus8": 10_000, "fwplus16": 10_000, "idinvert": 14_000_000 // 128,
                       "psp": 500_000}
 
