@@ -16,11 +16,12 @@
 - **Compilation** (``--compile``): ``torch.compile`` of the generator's synthesis blocks (one graph for all
   batch sizes above 1), which fuses the modulation, the epilogue and the pixel shuffles around the cuDNN
   convolutions into few kernels: 1.6x at 1024 px, where that memory-bound work took 75 % of the step, 1.86x
-  on the 256 px world. By default (``auto``) a method is compiled on CUDA when its optimisation in this run
+  on the 256 px world; and of the perceptual distance's part of the step
+  (``bench.compiling``). By default (``auto``) a method is compiled on CUDA when its optimisation in this run
   is long enough to repay the compilation (:func:`compile_pays`); the decision is made before its batch
   probe, so the probe measures what runs, and recorded in its settings. A compilation that fails (no
   Triton, no C compiler) falls back to the eager generator with a warning
-  (``StyleGAN2Generator.stop_compiling``; a batch it broke runs again, ``bench.batch.invert_adaptive``).
+  (``bench.compiling.Compilable.stop_compiling``; a batch it broke runs again, ``bench.batch.invert_adaptive``).
 - **Batch size** (``--batch-size auto``): from free GPU memory, measured with a two-step probe inversion at
   batch 2 and 6 after a warm-up (per-image peak memory from the difference); where the fixed part looks like
   a strict-float32 convolution workspace sized to the free memory, the batch the memory per image allows is
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 import torch
 
 from bench.choices import PRECISION_CHOICES, PRECISIONS  # torch-free, so that the CLI starts fast
+from bench.compiling import set_compiled
 
 # --compile auto: compile a method whose run is at least this many pixel-steps (images x steps x pixels per
 # image). Compiling costs about a minute and saves 40-50 % of an eager step (1.86x on the 256 px world, 1.6x
@@ -89,15 +91,21 @@ class Accel:
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
     def prepare(self, generator: torch.nn.Module, *networks: object) -> None:
-        """Set the memory layout of the generator's activations and of the networks' weights."""
+        """Set the memory layout of the activations and weights, and whether they run compiled.
+
+        The generator's activations and the networks' weights go channels-last or not; the generator and
+        any :class:`bench.compiling.Compilable` network are switched to ``compile``.
+        """
         if hasattr(generator, "channels_last"):
             generator.channels_last = self.channels_last
-        if hasattr(generator, "compiled"):
-            generator.compiled = self.compile
+        set_compiled(self.compile, generator, *networks)
         layout = torch.channels_last if self.channels_last else torch.contiguous_format
         for net in networks:
-            module = net if isinstance(net, torch.nn.Module) else getattr(net, "net", None)
-            if isinstance(module, torch.nn.Module):
+            # a distance holds its network as .net (the world's) or .module (LPIPS)
+            held = (getattr(net, "net", None), getattr(net, "module", None))
+            module = net if isinstance(net, torch.nn.Module) else next(
+                (m for m in held if isinstance(m, torch.nn.Module)), None)
+            if module is not None:
                 module.to(memory_format=layout)
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bench.compiling import compilable, stop_compiling
 from bench.data import Item
 from bench.data.images import save_image
 from bench.data.sets import safe_name
@@ -87,9 +88,9 @@ def invert_adaptive(method: Method, targets: torch.Tensor, prep: Prepared, seeds
             inv = method.invert(batch, prep.generator, seeds=batch_seeds, perceptual=prep.perceptual)
         return [take(inv, [0]) if single else inv]
     except torch._dynamo.exc.BackendCompilerFailed as err:  # a compilation that failed in backward: run eager
-        if not getattr(prep.generator, "compiled", False):
+        if not any(net.compiled for net in compilable(prep.generator, prep.perceptual)):
             raise
-        prep.generator.stop_compiling(err)
+        stop_compiling(err, prep.generator, prep.perceptual)
         return invert_adaptive(method, targets, prep, seeds)
     except torch.cuda.OutOfMemoryError:
         torch.cuda.empty_cache()

@@ -24,6 +24,7 @@ import torch
 
 from bench.accel import compile_pays, describe_accels
 from bench.batch import Unit, run_batch, score  # noqa: F401  (score: re-exported)
+from bench.compiling import Compilable, compile_failure, set_compiled
 from bench.config import RunConfig, method_overrides
 from bench.editing import consistency_entries, metric_entries
 from bench.metrics import MASKED_SUFFIX, Metric
@@ -222,13 +223,15 @@ def run_units(session: Session, store: RunStore, units: Sequence[Unit], progress
 
 
 def choose_compile(prep: Prepared, name: str, method: Method, units: int, log: Callable[[str], None]) -> None:
-    """Compile the generator for ``name`` or not (``--compile auto``: :func:`bench.accel.compile_pays`).
+    """Compile the generator and the perceptual distance for ``name`` or not.
+
+    ``--compile auto`` decides by :func:`bench.accel.compile_pays`.
 
     Set before the method's batch probe, so that the probe measures what runs; recorded in its settings. A
-    generator that cannot compile (the StyleGAN v1 one) or whose compilation failed before runs eager.
+    generator that cannot compile (the StyleGAN v1 one) or a compilation that failed before runs eager.
     """
     accel = prep.accels[name]
-    can = hasattr(prep.generator, "compiled") and not getattr(prep.generator, "compile_failure", None)
+    can = isinstance(prep.generator, Compilable) and not compile_failure(prep.generator, prep.perceptual)
     wanted = can and (compile_pays(prep.device, units, method.params.steps, prep.generator.resolution)
                       if prep.config.compile == "auto" else accel.compile)
     if wanted != accel.compile:
@@ -237,19 +240,20 @@ def choose_compile(prep: Prepared, name: str, method: Method, units: int, log: C
             log(f"{name}: compiled (--compile auto: {units} images x {method.params.steps} steps at "
                 f"{prep.generator.resolution} px repay compiling; a new graph takes about a minute, in the batch "
                 "probe)")
-    if hasattr(prep.generator, "compiled"):
-        prep.generator.compiled = accel.compile
+    set_compiled(accel.compile, prep.generator, prep.perceptual)
 
 
 def compile_failed(prep: Prepared, name: str, log: Callable[[str], None]) -> bool:
-    """Whether ``name`` was to run compiled but the compilation failed (the generator fell back to eager).
+    """Whether ``name`` was to run compiled but a compilation failed (the networks fell back to eager).
 
     Records it in the method's settings and says so once.
     """
-    if not prep.accels[name].compile or getattr(prep.generator, "compiled", True):
+    failure = compile_failure(prep.generator, prep.perceptual)
+    if not prep.accels[name].compile or failure is None:
         return False
     prep.accels[name] = replace(prep.accels[name], compile=False)
-    log(f"{name}: runs eager, torch.compile failed: {getattr(prep.generator, 'compile_failure', '?')}")
+    set_compiled(False, prep.generator, prep.perceptual)
+    log(f"{name}: runs eager, torch.compile failed: {failure}")
     return True
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ import torch
 
 from bench.accel import AUTO_BATCH_CAP, Accel, probe_batch_size
 from bench.generators.stylegan2 import GeneratorConfig, StyleGAN2Generator, default_channels
+from bench.metrics.lpips_metric import LPIPSDistance
 from methods import build_method, get_preset
 
 MIN_TIMED_S = 0.1
@@ -64,29 +66,19 @@ class SpeedRow:
         return self.image_steps_per_s / self.single_image_steps_per_s
 
 
-class RandomVGGPerceptual:
-    """A VGG16-sized perceptual network with random weights, at 256 px: for TIMING ONLY."""
+def random_lpips_for_timing(device: torch.device) -> LPIPSDistance:
+    """LPIPS-VGG16 with random weights, at 256 px: for TIMING ONLY.
 
-    name = "random-vgg16-for-timing"
+    v0.1's scaling, five VGG stages, unit normalisation and linear layers: the loss a real run computes
+    with ImageNet weights, at the same cost.
+    """
+    import lpips
 
-    def __init__(self, device: torch.device) -> None:
-        from torchvision.models import vgg16
-
-        self.net = vgg16(weights=None).features[:23].to(device).eval().requires_grad_(False)
-
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != 256:
-            x = torch.nn.functional.interpolate(x, size=256, mode="bilinear", align_corners=False)
-        return self.net(x)
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return (self._features(x) - self._features(y)).square().flatten(1).mean(1)
-
-    def against(self, y: torch.Tensor):
-        """``x -> d(x, y)`` with y's features computed once."""
-        with torch.no_grad():
-            fy = self._features(y)
-        return lambda x: (self._features(x) - fy).float().square().flatten(1).mean(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torchvision's note on lpips's `pretrained=` argument
+        module = lpips.LPIPS(net="vgg", version="0.1", pretrained=False, pnet_rand=True, verbose=False)
+    module = module.to(device).eval().requires_grad_(False)
+    return LPIPSDistance(module, "vgg", name="random-lpips-vgg16-for-timing")
 
 
 WORLDS = ("world", "world256")
@@ -115,9 +107,9 @@ def build_timing_setup(config: str, device: torch.device):
     gen = StyleGAN2Generator(GeneratorConfig(res, w_dim, n_mlp, default_channels(res, base, cmax)))
     gen = gen.to(device).eval().requires_grad_(False)
     gen.compute_w_avg(1000)
-    perceptual = RandomVGGPerceptual(device) if config != "tiny" else None
+    perceptual = random_lpips_for_timing(device) if config != "tiny" else None
     desc = f"random-weight StyleGAN2 {res}px (channel base {base}, max {cmax})" + \
-        (" + random VGG16 features at 256 px" if perceptual is not None else "")
+        (" + random-weight LPIPS-VGG16 at 256 px" if perceptual is not None else "")
     return gen, perceptual, desc
 
 

@@ -16,6 +16,8 @@
 # a 3-iteration one, there only to make them run): r1024_log.txt and r1024_timing.csv. A spec speed256:METHODS
 # runs bench speed on the 256 px world at the protocol's batch (550), eager then compiled: speed256_log.txt.
 # A spec speedf256:METHODS does the same on config-f at 256 px (batch 256, issue 17's item 4): speedf256_log.txt.
+# A spec losscompile:METHODS:CONFIGS:BATCHES times METHODS eager, compiled with the perceptual distance eager, and
+# compiled whole (scripts/loss_compile_timing.py): losscompile_log.txt and losscompile.json.
 # A spec profile256:METHOD prints where one step's GPU time goes on that world (scripts/profile_step.py, bf16,
 # batch 550, eager then compiled): profile256_METHOD.txt. A spec autotune256:METHODS times them compiled
 # with BENCH_COMPILE_MODE=max-autotune-no-cudagraphs (Triton convolution templates): autotune256_log.txt.
@@ -57,6 +59,11 @@ for spec in "$@"; do
       timeout $(( $(left) / 2 )) python3 -m bench speed --config world256 --methods "$METHODS" --batch 550 \
         --steps 20,120 --no-single $c 2>&1 | tee -a "$OUTDIR/speed256_log.txt" | grep '^|'
     done
+    continue
+  fi
+  if [ "$RUN" = losscompile ]; then
+    timeout $(( $(left) - 15 )) python3 scripts/loss_compile_timing.py --methods "$METHODS" --configs "$ITEMS" \
+      --batches "$BATCH" --out "$OUTDIR/losscompile.json" 2>&1 | tee -a "$OUTDIR/losscompile_log.txt" | grep '^|'
     continue
   fi
   if [ "$RUN" = speedf256 ]; then

@@ -15,20 +15,13 @@ there on is M = 2n - 4.
 from __future__ import annotations
 
 import math
-import os
-import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
+from bench.compiling import Compilable
 from bench.generators.layers import ConstantInput, EqualLinear, PixelNorm, StyledConv, ToRGB
-
-# keyword arguments of torch.compile for ``compiled`` generators (the CPU tests use the aot_eager backend);
-# BENCH_COMPILE_MODE=max-autotune-no-cudagraphs (or another torch.compile mode) is for speed experiments
-COMPILE_OPTIONS: dict = {"mode": os.environ["BENCH_COMPILE_MODE"]} if os.environ.get("BENCH_COMPILE_MODE") else {}
-# one compiled graph per (batch size, base resolution, grad mode, precision): more than dynamo's default 8
-RECOMPILE_LIMIT = 64
 
 
 def default_channels(resolution: int, channel_base: int, channel_max: int) -> dict[int, int]:
@@ -97,7 +90,7 @@ class GeneratorConfig(ChannelsDict):
 
 
 
-class StyleGAN2Generator(nn.Module):
+class StyleGAN2Generator(Compilable, nn.Module):
     """StyleGAN2 generator implementing the benchmark's generator interface.
 
     Interface: ``mapping(z) -> w``, ``w_avg``, ``num_ws``, ``synthesis(ws) -> image``,
@@ -140,6 +133,7 @@ class StyleGAN2Generator(nn.Module):
         # torch.compile the synthesis blocks (set by bench.accel with --compile): fuses the elementwise work
         # around the convolutions (modulation, epilogue, pixel shuffle) into few kernels
         self.compiled = False
+        self.compile_label = "the generator"
         self.description = f"StyleGAN2 {config.resolution}px, w_dim {config.w_dim}"
 
     # ----------------------------------------------------------------------------------- mapping
@@ -181,33 +175,9 @@ class StyleGAN2Generator(nn.Module):
                     start: int) -> torch.Tensor:
         if not (self.compiled and torch.is_grad_enabled()):  # the optimisation steps; one-off renders run eager
             return self._blocks(x, skip, ws, start)
-        compiled = self.__dict__.get("_compiled_blocks")
-        if compiled is None:  # compiled on first use; kept out of the state dict and of module traversal
-            from torch._dynamo import config as dynamo
-
-            for key in ("recompile_limit", "cache_size_limit"):  # the name differs between torch versions
-                if hasattr(dynamo, key):
-                    setattr(dynamo, key, max(getattr(dynamo, key), RECOMPILE_LIMIT))
-            compiled = self.__dict__["_compiled_blocks"] = torch.compile(self._blocks, **COMPILE_OPTIONS)
         # W's codes are one w expanded over the layers (stride 0); a contiguous copy (a few kB) lets it share
         # Im2S's and P-norm+'s graph instead of compiling its own (about a minute each on the GPU)
-        ws = ws.contiguous()
-        if x.shape[0] > 1:  # one graph serves every batch size (the probe's, the run's, a halved one)
-            for t in (x, skip, ws):
-                if t is not None:
-                    torch._dynamo.maybe_mark_dynamic(t, 0)
-        try:
-            return compiled(x, skip, ws, start)
-        except torch._dynamo.exc.BackendCompilerFailed as err:  # no Triton, no C compiler: run eager
-            self.stop_compiling(err)
-            return self._blocks(x, skip, ws, start)
-
-    def stop_compiling(self, err: Exception) -> None:
-        """Run eager from now on, after a compilation failed with ``err`` (says so, keeps why in compile_failure)."""
-        self.compiled = False
-        cause = getattr(err, "inner_exception", None) or err.__cause__ or err
-        self.compile_failure = f"{type(cause).__name__}: {str(cause).strip()[:300]}"
-        warnings.warn(f"torch.compile failed, the generator runs eager: {self.compile_failure}", stacklevel=3)
+        return self.run_compiled("blocks", self._blocks, x, skip, ws.contiguous(), start)
 
     def _blocks(self, x: torch.Tensor, skip: torch.Tensor | None, ws: torch.Tensor, start: int) -> torch.Tensor:
         for j in range(start, len(self.to_rgbs)):

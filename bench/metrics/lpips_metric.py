@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.compiling import Compilable
 from bench.metrics.base import LPIPS_NETS, Metric, MetricInfo, MetricOptions, register_metric
 from bench.metrics.pixel import masked_mean
 
@@ -173,6 +174,11 @@ def resize_for_lpips(x: torch.Tensor, size: int = LPIPS_RESOLUTION) -> torch.Ten
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
+def lpips_features(module: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """The unit-normalised backbone features of ``x`` (N, 3, S, S in [-1, 1]), one per LPIPS layer."""
+    return [lpips.normalize_tensor(f) for f in module.net(module.scaling_layer(x))]
+
+
 def lpips_layer_maps(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
     """Per-layer LPIPS distance maps (after the linear layers), as lpips v0.1 computes them.
 
@@ -184,13 +190,11 @@ def lpips_layer_maps(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> lis
     Returns:
         One (N, 1, h_l, w_l) map per layer; the sum over layers of their spatial means is LPIPS.
     """
-    feats_x = module.net(module.scaling_layer(x))
-    feats_y = module.net(module.scaling_layer(y))
-    maps = []
-    for k in range(module.L):
-        diff = (lpips.normalize_tensor(feats_x[k]) - lpips.normalize_tensor(feats_y[k])).square()
-        maps.append(module.lins[k](diff))
-    return maps
+    return _maps(module, lpips_features(module, x), lpips_features(module, y))
+
+
+def _maps(module: nn.Module, fx: list[torch.Tensor], fy: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [lin((a - b) ** 2) for lin, a, b in zip(module.lins, fx, fy, strict=True)]
 
 
 class LPIPSMetric(Metric):
@@ -229,20 +233,29 @@ class LPIPSMetric(Metric):
         return total
 
 
-class LPIPSDistance:
+class LPIPSDistance(Compilable):
     """Differentiable LPIPS distance for optimisation losses (satisfies ``PerceptualDistance``).
 
     Args:
         module: A module returned by ``load_lpips`` (parameters frozen).
         net: ``"alex"`` or ``"vgg"``; the distance is named ``"lpips-<net>"``.
         resolution: Working size; inputs are resized to it (bilinear, antialias) like the metric.
+        name: The distance's name (default ``lpips-<net>``).
     """
 
-    def __init__(self, module: nn.Module, net: str, resolution: int = LPIPS_RESOLUTION) -> None:
+    compile_label = "the perceptual network"
+
+    def __init__(self, module: nn.Module, net: str, resolution: int = LPIPS_RESOLUTION,
+                 name: str | None = None) -> None:
         _check_net(net)
         self.module = module
-        self.name = f"lpips-{net}"
+        self.name = name or f"lpips-{net}"
         self.resolution = resolution
+
+    def _check(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        if x.ndim != 4 or x.shape[1] != 3 or x.shape != y.shape:
+            raise ValueError(f"{self.name}: expected two (N, 3, H, W) batches of the same shape, "
+                             f"got {tuple(x.shape)} and {tuple(y.shape)}")
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """LPIPS per image, with gradients to ``x`` and ``y``.
@@ -258,11 +271,29 @@ class LPIPSDistance:
         Raises:
             ValueError: If the shapes are not matching (N, 3, H, W) batches.
         """
-        if x.ndim != 4 or x.shape[1] != 3 or x.shape != y.shape:
-            raise ValueError(f"{self.name}: expected two (N, 3, H, W) batches of the same shape, "
-                             f"got {tuple(x.shape)} and {tuple(y.shape)}")
+        self._check(x, y)
         x, y = resize_for_lpips(x, self.resolution), resize_for_lpips(y, self.resolution)
         return self.module(x, y).reshape(-1)
+
+    def against(self, y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``x -> d(x, y)`` with y's features computed once, for optimisation loops.
+
+        The same values as ``self(x, y)``; with ``compiled`` the step's part runs through ``torch.compile``.
+        """
+        with torch.no_grad():
+            fy = lpips_features(self.module, resize_for_lpips(y, self.resolution))
+
+        def distance(x: torch.Tensor) -> torch.Tensor:
+            self._check(x, y)
+            return self.run_compiled("distance", self._distance_to, resize_for_lpips(x, self.resolution), fy)
+
+        return distance
+
+    def _distance_to(self, x: torch.Tensor, fy: list[torch.Tensor]) -> torch.Tensor:
+        total = 0  # summed layer by layer in lpips's order
+        for m in _maps(self.module, lpips_features(self.module, x), fy):
+            total = total + m.mean([2, 3], keepdim=True)
+        return total.reshape(-1)
 
     def __repr__(self) -> str:
         return f"LPIPSDistance({self.name!r}, resolution={self.resolution})"

@@ -15,6 +15,7 @@ import json
 import torch
 import torch.nn.functional as F
 
+from bench.compiling import Compilable
 from bench.metrics import Metric, MetricInfo, MetricOptions, register_metric
 from bench.world import zoo
 from bench.world.networks import AttributeNet
@@ -49,11 +50,15 @@ def _unit(f: torch.Tensor) -> torch.Tensor:
     return f / (f.square().sum(dim=1, keepdim=True) + 1e-10).sqrt()
 
 
-class WorldPerceptual:
-    """Differentiable distance ``d(x, y) -> (N,)`` on [-1, 1] images (``methods.base.PerceptualLike``)."""
+class WorldPerceptual(Compilable):
+    """Differentiable distance ``d(x, y) -> (N,)`` on [-1, 1] images (``methods.base.PerceptualLike``).
+
+    With ``compiled`` (``--compile``), the optimisation step's distance runs through ``torch.compile``.
+    """
 
     name = NAME
     description = DESCRIPTION
+    compile_label = "the perceptual network"
 
     def __init__(self, net: AttributeNet) -> None:
         self.net = net
@@ -74,10 +79,13 @@ class WorldPerceptual:
             fy = [_unit(f) for f in self.net.features(self._resize(y))]
 
         def distance(x: torch.Tensor) -> torch.Tensor:
-            fx = self.net.features(self._resize(x))
-            return sum((_unit(a) - b).square().sum(dim=1).mean(dim=(1, 2)) for a, b in zip(fx, fy, strict=True))
+            return self.run_compiled("distance", self._distance_to, self._resize(x), fy)
 
         return distance
+
+    def _distance_to(self, x: torch.Tensor, fy: list[torch.Tensor]) -> torch.Tensor:
+        fx = self.net.features(x)
+        return sum((_unit(a) - b).square().sum(dim=1).mean(dim=(1, 2)) for a, b in zip(fx, fy, strict=True))
 
     def _maps(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
         feats = self.net.features(torch.cat([x, y]))

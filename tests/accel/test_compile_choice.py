@@ -11,10 +11,10 @@ import types
 import pytest
 import torch
 
+from bench import compiling
 from bench.accel import COMPILE_MIN_PIXEL_STEPS, Accel, compile_pays
 from bench.config import RunConfig, make_config
-from bench.generators import stylegan2
-from bench.runner import choose_compile, run
+from bench.runner import choose_compile, compile_failed, run
 
 CUDA = torch.device("cuda")  # a device object only: nothing runs on it here
 
@@ -30,10 +30,13 @@ def test_compile_pays_from_the_run_size_on_cuda_only():
     assert compile_pays(CUDA, 1, 19_074, 1024) and not compile_pays(CUDA, 1, 19_073, 1024)
 
 
+class _Generator(compiling.Compilable):
+    resolution = 256
+
+
 def _prep(compile_option, **accels):
-    gen = types.SimpleNamespace(resolution=256, compiled=False)
-    return types.SimpleNamespace(config=RunConfig(compile=compile_option), device=CUDA, generator=gen,
-                                 accels=dict(accels))
+    return types.SimpleNamespace(config=RunConfig(compile=compile_option), device=CUDA, generator=_Generator(),
+                                 perceptual=None, accels=dict(accels))
 
 
 def _method(steps):
@@ -62,6 +65,19 @@ def test_no_second_attempt_after_a_failed_compilation():
     prep.generator.compile_failure = "BackendCompilerFailed: no Triton"
     choose_compile(prep, "w", _method(1000), 550, lambda m: None)
     assert not prep.generator.compiled and not prep.accels["w"].compile
+
+
+def test_the_perceptual_distance_compiles_with_the_generator_and_its_failure_counts():
+    prep = _prep("auto", w=Accel("bf16", True), idinvert=Accel("bf16", True))
+    prep.perceptual = _Generator()  # any Compilable distance
+    choose_compile(prep, "w", _method(1000), 550, lambda m: None)
+    assert prep.generator.compiled and prep.perceptual.compiled
+    prep.perceptual.compile_failure, said = "BackendCompilerFailed: no Triton", []
+    assert compile_failed(prep, "w", said.append)
+    assert not prep.generator.compiled and not prep.perceptual.compiled and not prep.accels["w"].compile
+    assert said == ["w: runs eager, torch.compile failed: BackendCompilerFailed: no Triton"]
+    choose_compile(prep, "idinvert", _method(10_000), 550, lambda m: None)  # no second attempt
+    assert not prep.generator.compiled and not prep.accels["idinvert"].compile
 
 
 def test_compile_is_auto_by_default_and_checked_in_config_files(tmp_path):
@@ -96,7 +112,7 @@ def test_a_failed_compilation_falls_back_to_eager_and_says_so(tiny_generator_pat
 
     ref_dir, run_dir, said = tmp_path / "eager", tmp_path / "fallback", []
     run(_cfg(tiny_generator_path, ref_dir, compile=False), progress=False, log=lambda m: None)
-    monkeypatch.setattr(stylegan2, "COMPILE_OPTIONS", {"backend": _broken_backend})
+    monkeypatch.setattr(compiling, "COMPILE_OPTIONS", {"backend": _broken_backend})
     with pytest.warns(UserWarning, match="torch.compile failed, the generator runs eager"):
         run(_cfg(tiny_generator_path, run_dir, compile=True), progress=False, log=said.append)
     assert any("im2s: runs eager, torch.compile failed" in m and "no Triton" in m for m in said), said
@@ -106,7 +122,7 @@ def test_a_failed_compilation_falls_back_to_eager_and_says_so(tiny_generator_pat
 
 
 def test_a_compiled_run_records_it_and_resumes_eager(tiny_generator_path, tmp_path, monkeypatch):
-    monkeypatch.setattr(stylegan2, "COMPILE_OPTIONS", {"backend": "aot_eager"})
+    monkeypatch.setattr(compiling, "COMPILE_OPTIONS", {"backend": "aot_eager"})
     run_dir = tmp_path / "run"
     run(_cfg(tiny_generator_path, run_dir, compile=True), progress=False, log=lambda m: None)
     assert _settings(run_dir) == "fp32, compiled"
@@ -148,7 +164,7 @@ def test_a_compilation_that_fails_inside_a_batch_reruns_it_eager(tiny_generator)
 
 def test_a_generator_that_cannot_compile_is_recorded_as_eager():
     prep = _prep(True, w=Accel("bf16", True, True))
-    del prep.generator.compiled  # as the StyleGAN v1 generator: no compiled path
+    prep.generator = types.SimpleNamespace(resolution=256)  # as the StyleGAN v1 generator: no compiled path
     choose_compile(prep, "w", _method(1000), 550, lambda m: None)
     assert not prep.accels["w"].compile
 

@@ -189,3 +189,69 @@ def test_lpips_distance_is_differentiable(alex_metric):
     torch.testing.assert_close(d.detach(), alex_metric(x.detach(), y))
     with pytest.raises(ValueError, match="same shape"):
         dist(x, y[:1])
+
+
+@pytest.fixture(scope="module")
+def vgg_distance(torch_home):
+    home, _ = torch_home
+    return LPIPSDistance(LPIPSMetric("vgg", home / "hub" / "checkpoints" / BACKBONE_FILES["vgg"]).module, "vgg")
+
+
+def _against_and_call(dist, x, y):
+    """(value, gradient) of against(y)(x) and of dist(x, y)."""
+    out = []
+    for fn in (dist.against(y), lambda a: dist(a, y)):
+        xg = x.clone().requires_grad_(True)
+        d = fn(xg)
+        d.sum().backward()
+        out.append((d.detach(), xg.grad))
+    return out
+
+
+@pytest.mark.parametrize("size", [256, 64])
+def test_against_caches_the_target_and_gives_lpips_own_values(vgg_distance, size):
+    """The optimisation loops' form (the target's features computed once) against the lpips package's
+    own forward (``LPIPS.forward`` through ``dist(x, y)``): the same values and gradients, bit for bit."""
+    x, y = _images(size=size, seed=5)
+    (d_against, g_against), (d_call, g_call) = _against_and_call(vgg_distance, x, y)
+    assert d_against.shape == (2,) and (d_against > 0).all()
+    assert torch.equal(d_against, d_call) and torch.equal(g_against, g_call)
+    with pytest.raises(ValueError, match="same shape"):
+        vgg_distance.against(y)(x[:1])
+
+
+def test_against_compiled_matches_eager_and_falls_back(alex_metric, monkeypatch):
+    from bench import compiling
+
+    dist = LPIPSDistance(alex_metric.module, "alex")
+    x, y = _images(size=64, seed=6)
+    (ref, ref_grad), _ = _against_and_call(dist, x, y)
+    monkeypatch.setattr(compiling, "COMPILE_OPTIONS", {"backend": "aot_eager"})
+    dist.compiled = True
+    (d, g), _ = _against_and_call(dist, x, y)
+    assert "distance" in dist.__dict__["_compiled_graphs"] and dist.compiled
+    torch.testing.assert_close(d, ref, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(g, ref_grad, rtol=1e-5, atol=1e-8)
+
+    def broken(gm, example_inputs):
+        raise RuntimeError("no Triton here")
+
+    torch._dynamo.reset()
+    broken_dist = LPIPSDistance(alex_metric.module, "alex")
+    broken_dist.compiled = True
+    monkeypatch.setattr(compiling, "COMPILE_OPTIONS", {"backend": broken})
+    with pytest.warns(UserWarning, match="torch.compile failed, the perceptual network runs eager"):
+        (d, _), _ = _against_and_call(broken_dist, x, y)
+    assert not broken_dist.compiled and "no Triton here" in broken_dist.compile_failure
+    assert torch.equal(d, ref)
+
+
+def test_the_fast_path_lays_out_lpips_weights_channels_last(torch_home):
+    from bench.accel import Accel
+
+    home, _ = torch_home
+    dist = LPIPSDistance(LPIPSMetric("alex", home / "hub" / "checkpoints" / BACKBONE_FILES["alex"]).module, "alex")
+    conv = next(m for m in dist.module.net.modules() if isinstance(m, torch.nn.Conv2d))
+    assert not conv.weight.is_contiguous(memory_format=torch.channels_last)
+    Accel("fp32", channels_last=True).prepare(torch.nn.Identity(), dist)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)

@@ -226,6 +226,27 @@ def test_world_perceptual_basic_properties(perceptual, faces):
     assert xg.grad is not None and torch.isfinite(xg.grad).all() and xg.grad.abs().sum() > 0
 
 
+def test_world_perceptual_against_eager_and_compiled(perceptual, faces, monkeypatch):
+    """The loops' form (the target's features once) equals d(x, y); compiled (aot_eager) it stays within 1e-6."""
+    from bench import compiling
+    from bench.world.perceptual import WorldPerceptual
+
+    y = (faces + 0.1 * torch.randn(faces.shape, generator=torch.Generator().manual_seed(3))).clamp(-1, 1)
+    torch.testing.assert_close(perceptual.against(faces)(y), perceptual(y, faces), atol=1e-7, rtol=1e-6)
+    monkeypatch.setattr(compiling, "COMPILE_OPTIONS", {"backend": "aot_eager"})
+    compiled = WorldPerceptual(perceptual.net)
+    compiled.compiled = True
+    yg = y.clone().requires_grad_(True)
+    d = compiled.against(faces)(yg)
+    d.sum().backward()
+    assert "distance" in compiled.__dict__["_compiled_graphs"]
+    ref = y.clone().requires_grad_(True)
+    d_ref = perceptual(ref, faces)
+    d_ref.sum().backward()
+    torch.testing.assert_close(d, d_ref, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(yg.grad, ref.grad, atol=1e-8, rtol=1e-4)
+
+
 def test_world_perceptual_ranks_rotation_above_slight_noise(perceptual, faces):
     """A face rotated by 15 degrees is farther from it than a copy with slight noise (std 0.03 in [-1, 1]).
 

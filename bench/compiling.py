@@ -1,0 +1,94 @@
+"""``torch.compile`` for the networks of an optimisation step (the generator and the perceptual distance).
+
+A network that can run compiled mixes in :class:`Compilable`: ``compiled`` switches it (``bench.accel``
+sets it from ``--compile``; the runner per method), :meth:`Compilable.run_compiled` runs one of its
+functions through a graph compiled on first use, and a compilation that fails (no Triton, no C compiler)
+makes it run eager from then on with a warning (:meth:`Compilable.stop_compiling`; the reason is kept in
+``compile_failure`` and recorded with the method's settings). Only steps with gradients run compiled: the
+one-off renders and the final float32 measurement run eager, as they would anyway.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+# keyword arguments of torch.compile (the CPU tests use the aot_eager backend); BENCH_COMPILE_MODE=
+# max-autotune-no-cudagraphs (or another torch.compile mode) is for speed experiments
+COMPILE_OPTIONS: dict = {"mode": os.environ["BENCH_COMPILE_MODE"]} if os.environ.get("BENCH_COMPILE_MODE") else {}
+# one compiled graph per (batch size, base resolution, grad mode, precision): more than dynamo's default 8
+RECOMPILE_LIMIT = 64
+
+
+class Compilable:
+    """Mixin: a network whose optimisation-step functions can run through ``torch.compile``."""
+
+    compiled: bool = False
+    compile_failure: str | None = None
+    compile_label = "the network"  # in the fallback warning: "torch.compile failed, <label> runs eager"
+
+    def run_compiled(self, key: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``, through its compiled graph when ``compiled`` and gradients are on.
+
+        The graph is made on first use and kept (out of any state dict) under ``key``. Dimension 0 of the
+        tensor arguments (and of tensors in list arguments) is the batch: marked dynamic when above 1, so
+        one graph serves the probe's batches, the run's and a halved one.
+        """
+        if not (self.compiled and torch.is_grad_enabled()):
+            return fn(*args)
+        graphs = self.__dict__.setdefault("_compiled_graphs", {})
+        if key not in graphs:
+            from torch._dynamo import config as dynamo
+
+            for name in ("recompile_limit", "cache_size_limit"):  # the name differs between torch versions
+                if hasattr(dynamo, name):
+                    setattr(dynamo, name, max(getattr(dynamo, name), RECOMPILE_LIMIT))
+            graphs[key] = torch.compile(fn, **COMPILE_OPTIONS)
+        tensors = [t for a in args for t in (a if isinstance(a, (list, tuple)) else [a])
+                   if isinstance(t, torch.Tensor)]
+        if tensors and tensors[0].shape[0] > 1:
+            for t in tensors:
+                torch._dynamo.maybe_mark_dynamic(t, 0)
+        try:
+            return graphs[key](*args)
+        except torch._dynamo.exc.BackendCompilerFailed as err:  # no Triton, no C compiler: run eager
+            self.stop_compiling(err)
+            return fn(*args)
+
+    def stop_compiling(self, err: Exception) -> None:
+        """Run eager from now on, after a compilation failed with ``err`` (says so, keeps why in compile_failure)."""
+        self.compiled = False
+        cause = getattr(err, "inner_exception", None) or err.__cause__ or err
+        self.compile_failure = f"{type(cause).__name__}: {str(cause).strip()[:300]}"
+        warnings.warn(f"torch.compile failed, {self.compile_label} runs eager: {self.compile_failure}",
+                      stacklevel=3)
+
+
+def compilable(*networks: object) -> list[Compilable]:
+    """The networks among ``networks`` that can run compiled (None and plain modules left out)."""
+    return [n for n in networks if isinstance(n, Compilable)]
+
+
+def set_compiled(flag: bool, *networks: object) -> None:
+    """Switch compilation on or off for every compilable network of ``networks``."""
+    for net in compilable(*networks):
+        net.compiled = flag
+
+
+def compile_failure(*networks: object) -> str | None:
+    """Why a compilation of one of ``networks`` failed, or None."""
+    return next((n.compile_failure for n in compilable(*networks) if n.compile_failure), None)
+
+
+def stop_compiling(err: Exception, *networks: object) -> None:
+    """Run every compilable network of ``networks`` eager after ``err``.
+
+    For a compilation that failed in a backward pass, where it is not known whose graph it was.
+    """
+    for net in compilable(*networks):
+        if net.compiled:
+            net.stop_compiling(err)
