@@ -131,6 +131,24 @@ def test_a_compiled_run_records_it_and_resumes_eager(tiny_generator_path, tmp_pa
     assert _settings(run_dir) == "fp32"
 
 
+def test_a_compiled_run_compiles_the_perceptual_distance_too(tiny_generator_path, tmp_path, monkeypatch):
+    """Through the runner: with --compile the world's perceptual distance runs its step through a graph too."""
+    monkeypatch.setattr(compiling, "COMPILE_OPTIONS", {"backend": "aot_eager"})
+    keys = []
+    real = compiling.Compilable.run_compiled
+
+    def record(self, key, fn, *args):
+        if self.compiled and torch.is_grad_enabled():
+            keys.append((type(self).__name__, key))
+        return real(self, key, fn, *args)
+
+    monkeypatch.setattr(compiling.Compilable, "run_compiled", record)
+    run(_cfg(tiny_generator_path, tmp_path / "run", compile=True, perceptual="world"), progress=False,
+        log=lambda m: None)
+    assert ("StyleGAN2Generator", "blocks") in keys and ("WorldPerceptual", "distance") in keys, set(keys)
+    assert _settings(tmp_path / "run") == "fp32, compiled"
+
+
 def test_a_compilation_that_fails_inside_a_batch_reruns_it_eager(tiny_generator):
     """The backward graph compiles at the first backward pass, inside the method: the batch runs again eager."""
     from torch._dynamo.exc import BackendCompilerFailed
