@@ -19,8 +19,9 @@
 # A spec losscompile:METHODS:CONFIGS:BATCHES times METHODS eager, compiled with the perceptual distance eager, and
 # compiled whole (scripts/loss_compile_timing.py): losscompile_log.txt and losscompile.json.
 # A spec profile256:METHOD prints where one step's GPU time goes on that world (scripts/profile_step.py, bf16,
-# batch 550, eager then compiled): profile256_METHOD.txt. A spec autotune256:METHODS times them compiled
-# with BENCH_COMPILE_MODE=max-autotune-no-cudagraphs (Triton convolution templates): autotune256_log.txt.
+# batch 550, eager then compiled): profile256_METHOD.txt. A spec autotune:METHODS:CONFIGS:BATCHES times them
+# compiled whole with BENCH_COMPILE_MODE=max-autotune-no-cudagraphs (Triton convolution templates, tuned
+# pointwise kernels): autotune_log.txt and autotune.json.
 set -uo pipefail
 LIMIT=$1; ENC_MIN=$2; N=$3; shift 3
 OUTDIR=${OUT:-out}; mkdir -p "$OUTDIR" runs
@@ -74,10 +75,10 @@ for spec in "$@"; do
     done
     continue
   fi
-  if [ "$RUN" = autotune256 ]; then  # compiled with Inductor's max-autotune (Triton convolution templates)
-    BENCH_COMPILE_MODE=max-autotune-no-cudagraphs timeout $(( $(left) - 30 )) python3 -m bench speed \
-      --config world256 --methods "$METHODS" --batch 550 --steps 20,120 --no-single --compile 2>&1 |
-      tee -a "$OUTDIR/autotune256_log.txt" | grep '^|'
+  if [ "$RUN" = autotune ]; then  # compiled whole with Inductor's max-autotune (Triton convolution templates)
+    BENCH_COMPILE_MODE=max-autotune-no-cudagraphs timeout $(( $(left) - 15 )) python3 scripts/loss_compile_timing.py \
+      --methods "$METHODS" --configs "$ITEMS" --batches "$BATCH" --variants whole --out "$OUTDIR/autotune.json" 2>&1 |
+      tee -a "$OUTDIR/autotune_log.txt" | grep '^|'
     continue
   fi
   if [ "$RUN" = profile256 ]; then
