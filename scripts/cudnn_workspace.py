@@ -1,7 +1,8 @@
 """Peak GPU memory of one float32 forward pass at 1024 px, strict float32 against TF32 (device run).
 
 ``python scripts/cudnn_workspace.py`` on the GPU machine renders 2 (then 8) images with the config-f-1024
-timing generator plus the random-weight LPIPS-VGG16 distance and prints the peak memory and the modules whose pass raised
+timing generator plus the random-weight LPIPS-VGG16 distance and prints the peak memory and the modules
+whose pass raised
 it by more than 1 GiB. In strict float32 cuDNN picks FFT convolutions with workspaces of tens of GB; with
 TF32 allowed it does not (``methods.base.full_precision``, benchmarks/RESULTS.md).
 """
