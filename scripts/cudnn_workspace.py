@@ -2,9 +2,8 @@
 
 ``python scripts/cudnn_workspace.py`` on the GPU machine renders 2 (then 8) images with the config-f-1024
 timing generator plus the random-weight LPIPS-VGG16 distance and prints the peak memory and the modules
-whose pass raised
-it by more than 1 GiB. In strict float32 cuDNN picks FFT convolutions with workspaces of tens of GB; with
-TF32 allowed it does not (``methods.base.full_precision``, benchmarks/RESULTS.md).
+whose pass raised it by more than 1 GiB. In strict float32 cuDNN picks FFT convolutions with workspaces of
+tens of GB; with TF32 allowed it does not (``methods.base.full_precision``, benchmarks/RESULTS.md).
 """
 
 import torch
