@@ -20,7 +20,7 @@
   (``bench.compiling``). By default (``auto``) a method is compiled on CUDA when its optimisation in this run
   is long enough to repay the compilation (:func:`compile_pays`); the decision is made before its batch
   probe, so the probe measures what runs, and recorded in its settings. A compilation that fails (no
-  Triton, no C compiler) falls back to the eager generator with a warning
+  Triton, no C compiler) falls back to eager networks with a warning
   (``bench.compiling.Compilable.stop_compiling``; a batch it broke runs again, ``bench.batch.invert_adaptive``).
 - **Batch size** (``--batch-size auto``): from free GPU memory, measured with a two-step probe inversion at
   batch 2 and 6 after a warm-up (per-image peak memory from the difference); where the fixed part looks like
