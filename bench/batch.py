@@ -70,7 +70,7 @@ def invert_adaptive(method: Method, targets: torch.Tensor, prep: Prepared, seeds
     """Invert, halving the batch and retrying on CUDA out-of-memory (results are batch-invariant).
 
     A compilation that fails while the batch runs (``--compile``; the backward graph compiles at the first
-    backward pass) makes the generator run eager, and the batch is run again.
+    backward pass) makes the generator and the perceptual distance run eager, and the batch is run again.
 
     A single image is inverted as a batch of two (itself twice) and the copy dropped, so that it runs the
     same kernels as every larger batch: on some back-ends a batch of one takes other convolution and matrix

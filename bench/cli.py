@@ -89,7 +89,8 @@ def main() -> None:
               help="Inversion arithmetic. auto: on CUDA each method at the fastest precision that held the GPU parity "
                    "test (bf16; fp32 for psp), fp32 on the CPU.  [default: auto]")
 @click.option("--compile/--no-compile", default=None,
-              help="torch.compile the generator (fuses its elementwise work: 1.6-1.9x on CUDA; compiling takes about "
+              help="torch.compile the generator and the perceptual distance (fuses their elementwise work: about 2x on "
+                   "CUDA; compiling takes about "
                    "a minute). auto: on CUDA, each method whose run is long enough to repay it.  [default: auto]")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N.  [default: auto]")
 @click.option("--run-dir", default=None, help="Output folder; re-running with it resumes.  [default: runs/DATE]")
@@ -254,7 +255,8 @@ def ls(what: str) -> None:
 @click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto",
               help="Fast-path precision (auto: per method, as in bench run); one image at a time is also timed "
                    "in fp32.")
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the generator on the fast path.")
+@click.option("--compile", "compile_", is_flag=True,
+              help="torch.compile the generator and the perceptual distance on the fast path.")
 @click.option("--single/--no-single", default=True, help="Also time one image at a time (fast path and fp32).")
 @click.option("--device", default="auto", help="auto, cpu, cuda.")
 @click.option("--min-seconds", type=click.FloatRange(min=0.001), default=0.1,

@@ -49,7 +49,8 @@ class RunConfig:
         batch_size: images inverted together, or ``"auto"`` (from free GPU memory; 8 on the CPU).
         precision: ``auto`` (on CUDA each method at the fastest precision that held the parity test, see
             ``methods.base.Preset.gpu_precisions``; fp32 on the CPU), ``fp32``, ``tf32`` or ``bf16`` (``bench.accel``).
-        compile: ``torch.compile`` the generator's synthesis (``bench.accel``): True, False, or ``"auto"``
+        compile: ``torch.compile`` the generator's synthesis and the perceptual distance (``bench.accel``):
+            True, False, or ``"auto"``
             (on CUDA, for each method whose optimisation is long enough to repay compiling it,
             ``bench.accel.compile_pays``).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.

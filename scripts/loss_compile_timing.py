@@ -8,21 +8,47 @@ rows. Prints one markdown row per (configuration, method, variant) and writes th
 
     python scripts/loss_compile_timing.py --configs config-f-256,world256 --methods im2s,fwplus16 \
         --batches 256,550 --out OUT/loss_compile.json
+
+``--flops`` instead counts, on the CPU, the FLOPs of one image-step with the target's perceptual features
+computed once per inversion (``against``) and at every step (what LPIPS did before session 14).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.accel import Accel
+from bench.speed import _flops_per_image_step, build_timing_setup, config_params, time_method
 
-from bench.accel import Accel  # noqa: E402
-from bench.speed import build_timing_setup, config_params, time_method  # noqa: E402
+
+class NoAgainst:
+    """The perceptual distance without ``against``: the target goes through the network at every step."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.name = inner, inner.name
+
+    def __call__(self, x, y):
+        return self.inner(x, y)
+
+
+def count_flops(configs: list[str], names: list[str]) -> None:
+    """Print GFLOP per image-step (CPU path) with and without the perceptual distance's ``against``."""
+    dev = torch.device("cpu")
+    for config in configs:
+        gen, perceptual, _ = build_timing_setup(config, dev)
+        params, _ = config_params(config, names)
+        z = torch.randn(1, gen.z_dim, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            target = gen(z).clamp(-1, 1)
+        for name in names:
+            with_, without = (_flops_per_image_step(name, gen, p, target, params.get(name)) / 1e9
+                              for p in (perceptual, NoAgainst(perceptual)))
+            print(f"{config} {name}: {with_:.1f} GFLOP per image-step with against, {without:.1f} without "
+                  f"({(without - with_) / without:.1%} saved)", flush=True)
 
 
 class EagerDistance:
@@ -53,7 +79,11 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--precision", default="bf16", help="fp32 for a CPU smoke test")
+    ap.add_argument("--flops", action="store_true", help="count FLOPs with and without against (CPU)")
     args = ap.parse_args()
+    if args.flops:
+        count_flops(args.configs.split(","), args.methods.split(","))
+        return
     dev = torch.device(args.device)
     lo, hi = (int(s) for s in args.steps.split(","))
     rows = []
