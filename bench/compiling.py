@@ -22,6 +22,13 @@ import torch
 COMPILE_OPTIONS: dict = {"mode": os.environ["BENCH_COMPILE_MODE"]} if os.environ.get("BENCH_COMPILE_MODE") else {}
 # one compiled graph per (batch size, base resolution, grad mode, precision): more than dynamo's default 8
 RECOMPILE_LIMIT = 64
+# Inductor settings for every graph (forward and backward, which compiles at the first backward pass: so they
+# are set process-wide, not patched around the call). Inductor lays a graph's convolutions out channels-last
+# only when its heuristic agrees, and the heuristic says no as soon as a shape is dynamic, which the batch
+# dimension is. Its own buffers then default to NCHW while the activations and weights are channels-last, and
+# cuDNN converted each backward convolution's tensors to NHWC and back: 16-19 % of the compiled step's GPU
+# time (benchmarks/RESULTS.md, session 15). Forcing the optimisation keeps every convolution channels-last.
+INDUCTOR_CONFIG = {"force_layout_optimization": True}
 
 
 class Compilable:
@@ -31,15 +38,16 @@ class Compilable:
     compile_failure: str | None = None
     compile_label = "the network"  # in the fallback warning: "torch.compile failed, <label> runs eager"
 
-    def run_compiled(self, key: str, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)``, through its compiled graph when ``compiled`` and gradients are on.
+    def run_compiled(self, key: str, fn: Callable[..., Any], *args: Any, fixed: tuple = ()) -> Any:
+        """``fn(*fixed, *args)``, through its compiled graph when ``compiled`` and gradients are on.
 
         The graph is made on first use and kept (out of any state dict) under ``key``. Dimension 0 of the
         tensor arguments (and of tensors in list arguments) is the batch: marked dynamic when above 1, so
-        one graph serves the probe's batches, the run's and a halved one.
+        one graph serves the probe's batches, the run's and a halved one. ``fixed``: arguments with no batch
+        dimension (constant matrices, say), left static.
         """
         if not (self.compiled and torch.is_grad_enabled()):
-            return fn(*args)
+            return fn(*fixed, *args)
         graphs = self.__dict__.setdefault("_compiled_graphs", {})
         if key not in graphs:
             from torch._dynamo import config as dynamo
@@ -47,6 +55,11 @@ class Compilable:
             for name in ("recompile_limit", "cache_size_limit"):  # the name differs between torch versions
                 if hasattr(dynamo, name):
                     setattr(dynamo, name, max(getattr(dynamo, name), RECOMPILE_LIMIT))
+            from torch._inductor import config as inductor
+
+            for name, value in INDUCTOR_CONFIG.items():
+                if hasattr(inductor, name):
+                    setattr(inductor, name, value)
             graphs[key] = torch.compile(fn, **COMPILE_OPTIONS)
         tensors = [t for a in args for t in (a if isinstance(a, (list, tuple)) else [a])
                    if isinstance(t, torch.Tensor)]
@@ -54,10 +67,10 @@ class Compilable:
             for t in tensors:
                 torch._dynamo.maybe_mark_dynamic(t, 0)
         try:
-            return graphs[key](*args)
+            return graphs[key](*fixed, *args)
         except torch._dynamo.exc.BackendCompilerFailed as err:  # no Triton, no C compiler: run eager
             self.stop_compiling(err)
-            return fn(*args)
+            return fn(*fixed, *args)
 
     def stop_compiling(self, err: Exception) -> None:
         """Run eager from now on, after a compilation failed with ``err`` (says so, keeps why in compile_failure)."""

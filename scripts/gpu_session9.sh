@@ -21,7 +21,8 @@
 # A spec profile256:METHOD prints where one step's GPU time goes on that world (scripts/profile_step.py, bf16,
 # batch 550, eager then compiled): profile256_METHOD.txt. A spec autotune:METHODS:CONFIGS:BATCHES times them
 # compiled whole with BENCH_COMPILE_MODE=max-autotune-no-cudagraphs (Triton convolution templates, tuned
-# pointwise kernels): autotune_log.txt and autotune.json.
+# pointwise kernels): autotune_log.txt and autotune.json. A spec profile:METHOD:CONFIG:BATCH profiles METHOD
+# compiled whole on a bench speed configuration (world256, config-f-256, ...): profile_METHOD_CONFIG.txt.
 set -uo pipefail
 LIMIT=$1; ENC_MIN=$2; N=$3; shift 3
 OUTDIR=${OUT:-out}; mkdir -p "$OUTDIR" runs
@@ -79,6 +80,11 @@ for spec in "$@"; do
     BENCH_COMPILE_MODE=max-autotune-no-cudagraphs timeout $(( $(left) - 15 )) python3 scripts/loss_compile_timing.py \
       --methods "$METHODS" --configs "$ITEMS" --batches "$BATCH" --variants whole --out "$OUTDIR/autotune.json" 2>&1 |
       tee -a "$OUTDIR/autotune_log.txt" | grep '^|'
+    continue
+  fi
+  if [ "$RUN" = profile ]; then  # profile:METHOD:CONFIG:BATCH, compiled whole (as bench run's default)
+    timeout $(( $(left) - 15 )) python3 scripts/profile_step.py "$ITEMS" "$METHODS" bf16 "$BATCH" compile 2>&1 |
+      tee -a "$OUTDIR/profile_${METHODS}_$ITEMS.txt" | head -12
     continue
   fi
   if [ "$RUN" = profile256 ]; then

@@ -7,6 +7,7 @@ generator (``--compile``), and prints the kernels that take the most GPU time. U
 issue #7 (benchmarks/RESULTS.md).
 """
 
+import re
 import sys
 
 import torch
@@ -36,7 +37,33 @@ def main(config: str, name: str, precision: str, batch: int, compile_: bool = Fa
                                                                   perceptual=perceptual)
             torch.cuda.synchronize()
     print(f"# {desc}; {name}; {accel.label}; batch {batch}; 5 steps")
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70))
+    print(summary(prof, 5, batch))
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=90))
+
+
+KINDS = (  # (kind, pattern in a kernel's name), first match wins
+    ("Triton template (max-autotune)", r"^triton_(tem|conv|mm)"),
+    ("Triton pointwise (Inductor)", r"^triton_poi"),
+    ("Triton reduction (Inductor)", r"^triton_(red|per)"),
+    ("convolution / matrix (cuDNN, cuBLAS, CUTLASS)", r"conv|xmma|cudnn|sm\d\d_|gemm|cutlass|wgrad|dgrad|fprop"),
+    ("copies and fills", r"copy|fill|memset|memcpy"),
+)
+
+
+def summary(prof, steps: int, batch: int) -> str:
+    """Device time per step by kind of kernel, and the rate it implies (image-steps/s of device time)."""
+    totals: dict[str, float] = {}
+    for event in prof.events():
+        if event.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        kind = next((k for k, pat in KINDS if re.search(pat, event.name, re.IGNORECASE)), "other")
+        totals[kind] = totals.get(kind, 0.0) + event.device_time_total
+    whole = sum(totals.values())
+    lines = [f"device time per step: {whole / steps / 1e3:.1f} ms ({batch * steps / (whole / 1e6):.0f} image-steps/s "
+             "if nothing else ran)"]
+    lines += [f"  {k}: {t / steps / 1e3:.1f} ms ({100 * t / whole:.0f} %)"
+              for k, t in sorted(totals.items(), key=lambda kv: -kv[1])]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

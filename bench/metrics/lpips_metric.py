@@ -21,6 +21,7 @@ from torch import nn
 from bench.compiling import Compilable
 from bench.metrics.base import LPIPS_NETS, Metric, MetricInfo, MetricOptions, register_metric
 from bench.metrics.pixel import masked_mean
+from bench.metrics.resize import compiled_distance, resize_antialiased
 
 BACKBONE_FILES: dict[str, str] = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
 """torchvision's file names for the ImageNet weights (``*_Weights.IMAGENET1K_V1``) that LPIPS uses."""
@@ -169,9 +170,7 @@ def resize_for_lpips(x: torch.Tensor, size: int = LPIPS_RESOLUTION) -> torch.Ten
     Returns:
         (N, 3, size, size) images, bilinear with antialiasing (unchanged if already that size).
     """
-    if x.shape[-2:] == (size, size):
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return resize_antialiased(x, size)
 
 
 def lpips_features(module: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
@@ -285,7 +284,7 @@ class LPIPSDistance(Compilable):
 
         def distance(x: torch.Tensor) -> torch.Tensor:
             self._check(x, y)
-            return self.run_compiled("distance", self._distance_to, resize_for_lpips(x, self.resolution), fy)
+            return compiled_distance(self, self._distance_to, x, self.resolution, fy)
 
         return distance
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from bench.compiling import Compilable
 from bench.metrics import Metric, MetricInfo, MetricOptions, register_metric
+from bench.metrics.resize import compiled_distance, resize_antialiased
 from bench.world import zoo
 from bench.world.networks import AttributeNet
 
@@ -65,9 +66,7 @@ class WorldPerceptual(Compilable):
 
     @staticmethod
     def _resize(x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != NET_RESOLUTION:
-            x = F.interpolate(x, size=NET_RESOLUTION, mode="bilinear", antialias=True, align_corners=False)
-        return x
+        return resize_antialiased(x, NET_RESOLUTION)
 
     def layer_maps(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
         """Per-stage distance maps (N, 1, h, w)."""
@@ -79,7 +78,7 @@ class WorldPerceptual(Compilable):
             fy = [_unit(f) for f in self.net.features(self._resize(y))]
 
         def distance(x: torch.Tensor) -> torch.Tensor:
-            return self.run_compiled("distance", self._distance_to, self._resize(x), fy)
+            return compiled_distance(self, self._distance_to, x, NET_RESOLUTION, fy)
 
         return distance
 

@@ -137,15 +137,16 @@ def test_a_compiled_run_compiles_the_perceptual_distance_too(tiny_generator_path
     keys = []
     real = compiling.Compilable.run_compiled
 
-    def record(self, key, fn, *args):
+    def record(self, key, fn, *args, **kwargs):
         if self.compiled and torch.is_grad_enabled():
             keys.append((type(self).__name__, key))
-        return real(self, key, fn, *args)
+        return real(self, key, fn, *args, **kwargs)
 
     monkeypatch.setattr(compiling.Compilable, "run_compiled", record)
     run(_cfg(tiny_generator_path, tmp_path / "run", compile=True, perceptual="world"), progress=False,
         log=lambda m: None)
-    assert ("StyleGAN2Generator", "blocks") in keys and ("WorldPerceptual", "distance") in keys, set(keys)
+    # the tiny generator's 32 px images are resized to the net's 64 px inside the distance's graph
+    assert ("StyleGAN2Generator", "blocks") in keys and ("WorldPerceptual", "distance from 32x32") in keys, set(keys)
     assert _settings(tmp_path / "run") == "fp32, compiled"
 
 
@@ -207,3 +208,17 @@ def test_inductor_without_a_cxx_compiler_falls_back_to_eager(monkeypatch):
         Accel().prepare(gen)
         torch._dynamo.reset()
     assert torch.equal(img.detach(), ref)
+
+
+def test_compiling_keeps_inductors_convolutions_channels_last(monkeypatch):
+    """The first compilation sets Inductor's forced layout optimisation (compiling.INDUCTOR_CONFIG): with a
+    dynamic batch its heuristic turns it off, and cuDNN converted every backward convolution to NHWC and back."""
+    from torch._inductor import config as inductor
+
+    monkeypatch.setattr(inductor, "force_layout_optimization", False)
+    monkeypatch.setattr(compiling, "COMPILE_OPTIONS", {"backend": "aot_eager"})
+    net = compiling.Compilable()
+    net.compiled = True
+    x = torch.ones(2, 3, requires_grad=True)
+    assert net.run_compiled("double", lambda t: t * 2, x).sum().item() == 12.0
+    assert inductor.force_layout_optimization is True
