@@ -1,10 +1,12 @@
 """Where the time of one optimisation step goes.
 
 ``python scripts/profile_step.py CONFIG METHOD PRECISION BATCH [compile]`` runs a few warm-up steps, then
-profiles 5 steps of METHOD (e.g. im2s) on a ``bench speed`` timing setup (config-f-256, config-f-1024,
-world, world256) at PRECISION (fp32, tf32, bf16, channels-last on CUDA), with ``compile`` of the torch.compile'd
-generator (``--compile``), and prints the kernels that take the most GPU time. Used for the notes of
-issue #7 (benchmarks/RESULTS.md).
+profiles an inversion of 5 steps of METHOD (e.g. im2s) on a ``bench speed`` timing setup (config-f-256,
+config-f-1024, world, world256) at PRECISION (fp32, tf32, bf16, channels-last on CUDA), with ``compile`` compiled
+as ``--compile`` runs (the generator and the perceptual distance), and prints the device time per step by kind
+of kernel, then the kernels and operations that take the most. The window holds the inversion's float32
+start and final passes too (two eager renders), so a share of it is not quite a share of the steady step.
+Used for the notes of issues #7 and #17 (benchmarks/RESULTS.md).
 """
 
 import re
@@ -59,8 +61,9 @@ def summary(prof, steps: int, batch: int) -> str:
         kind = next((k for k, pat in KINDS if re.search(pat, event.name, re.IGNORECASE)), "other")
         totals[kind] = totals.get(kind, 0.0) + event.device_time_total
     whole = sum(totals.values())
-    lines = [f"device time per step: {whole / steps / 1e3:.1f} ms ({batch * steps / (whole / 1e6):.0f} image-steps/s "
-             "if nothing else ran)"]
+    # the window is one inversion: its steps, and its float32 start and final passes, spread over the steps
+    lines = [f"device time per step: {whole / steps / 1e3:.1f} ms ({batch * steps / (whole / 1e6):.0f} image-steps/s; "
+             "the inversion's float32 start and final passes included)"]
     lines += [f"  {k}: {t / steps / 1e3:.1f} ms ({100 * t / whole:.0f} %)"
               for k, t in sorted(totals.items(), key=lambda kv: -kv[1])]
     return "\n".join(lines)
