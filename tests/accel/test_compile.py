@@ -114,7 +114,7 @@ def test_inductor_with_its_layout_forced_matches_eager_on_cpu():
     """Real Inductor (C++ on the CPU), as a run compiles: Inductor's forced channels-last layout
     (``compiling.INDUCTOR_CONFIG``) with a dynamic batch (2, then 3 reusing the graph), and the perceptual
     distance resizing 128 px images inside its graph (``bench.metrics.resize``). Values and gradients of the
-    whole step against eager: measured within 3e-8 and 2e-6 (relative)."""
+    whole step against eager: measured within 3.4e-8 and 5.8e-6 (relative)."""
     from bench.world.perceptual import load_world_perceptual
 
     gen, _, _ = build_timing_setup("tiny", torch.device("cpu"))
