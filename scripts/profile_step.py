@@ -1,12 +1,12 @@
 """Where the time of one optimisation step goes.
 
 ``python scripts/profile_step.py CONFIG METHOD PRECISION BATCH [compile]`` runs a few warm-up steps, then
-profiles an inversion of 5 steps of METHOD (e.g. im2s) on a ``bench speed`` timing setup (config-f-256,
-config-f-1024, world, world256) at PRECISION (fp32, tf32, bf16, channels-last on CUDA), with ``compile`` compiled
-as ``--compile`` runs (the generator and the perceptual distance), and prints the device time per step by kind
-of kernel, then the kernels and operations that take the most. The window holds the inversion's float32
-start and final passes too (two eager renders), so a share of it is not quite a share of the steady step.
-Used for the notes of issues #7 and #17 (benchmarks/RESULTS.md).
+profiles two inversions of METHOD (e.g. im2s), of 3 and 11 steps, on a ``bench speed`` timing setup
+(config-f-256, config-f-1024, world, world256) at PRECISION (fp32, tf32, bf16, channels-last on CUDA), with
+``compile`` compiled as ``--compile`` runs (the generator and the perceptual distance). Each kernel's time per
+step is the difference between the two windows over the 8 extra steps, so an inversion's one-off work (its
+float32 start and final renders, the set-up) drops out. It prints the device time per step by kind of kernel,
+then the kernels that take the most. Used for the notes of issues #7 and #17 (benchmarks/RESULTS.md).
 """
 
 import re
@@ -18,9 +18,11 @@ from torch.profiler import ProfilerActivity, profile
 from bench.accel import Accel
 from bench.speed import _resources, build_timing_setup, config_params, timing_method
 
+STEPS = (3, 11)  # the two profiled inversions: the per-step time is their difference over the extra steps
+
 
 def main(config: str, name: str, precision: str, batch: int, compile_: bool = False) -> None:
-    """Profile 5 steps and print the top kernels by GPU time."""
+    """Profile inversions of 3 and 11 steps and print the time per step by kind of kernel, then the top kernels."""
     dev = torch.device("cuda")
     gen, perceptual, desc = build_timing_setup(config, dev)
     accel = Accel(precision, channels_last=True, compile=compile_)
@@ -30,17 +32,46 @@ def main(config: str, name: str, precision: str, batch: int, compile_: bool = Fa
         targets = gen(z).clamp(-1, 1)
     params = config_params(config, [name])[0].get(name)
     resources = _resources(name, gen, params)
-    with accel.context(dev):
-        timing_method(name, gen, 3, params, resources).invert(targets, gen, seeds=list(range(batch)),
-                                                              perceptual=perceptual)
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            timing_method(name, gen, 5, params, resources).invert(targets, gen, seeds=list(range(batch)),
+
+    def invert(steps: int) -> None:
+        timing_method(name, gen, steps, params, resources).invert(targets, gen, seeds=list(range(batch)),
                                                                   perceptual=perceptual)
-            torch.cuda.synchronize()
-    print(f"# {desc}; {name}; {accel.label}; batch {batch}; 5 steps")
-    print(summary(prof, 5, batch))
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=90))
+        torch.cuda.synchronize()
+
+    windows = []
+    with accel.context(dev):
+        invert(3)  # warm-up (and compilation)
+        for steps in STEPS:
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                invert(steps)
+            windows.append(kernel_times(prof))
+    per_step = {k: (windows[1].get(k, (0.0, 0))[0] - windows[0].get(k, (0.0, 0))[0]) / (STEPS[1] - STEPS[0])
+                for k in set(windows[0]) | set(windows[1])}
+    calls = {k: (windows[1].get(k, (0.0, 0))[1] - windows[0].get(k, (0.0, 0))[1]) / (STEPS[1] - STEPS[0])
+             for k in per_step}
+    print(f"# {desc}; {name}; {accel.label}; batch {batch}; per step = (window of {STEPS[1]} steps - window of "
+          f"{STEPS[0]}) / {STEPS[1] - STEPS[0]}")
+    print(summary(per_step, batch))
+    print(top_kernels(per_step, calls))
+
+
+def kernel_times(prof) -> dict[str, tuple[float, int]]:
+    """Device time (us) and calls per kernel name in a profiled window."""
+    times: dict[str, tuple[float, int]] = {}
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            t, n = times.get(event.name, (0.0, 0))
+            times[event.name] = (t + event.device_time_total, n + 1)
+    return times
+
+
+def top_kernels(per_step: dict[str, float], calls: dict[str, float], rows: int = 40) -> str:
+    """The kernels that take the most device time per step: ms, share, calls per step, name (shortened)."""
+    whole = sum(max(t, 0.0) for t in per_step.values())
+    lines = [f"{'ms/step':>8} {'share':>6} {'calls':>6}  kernel"]
+    for k, t in sorted(per_step.items(), key=lambda kv: -kv[1])[:rows]:
+        lines.append(f"{t / 1e3:8.2f} {100 * t / whole:5.1f}% {calls[k]:6.1f}  {k[:150]}")
+    return "\n".join(lines)
 
 
 KINDS = (  # (kind, pattern in a kernel's name), first match wins
@@ -52,19 +83,16 @@ KINDS = (  # (kind, pattern in a kernel's name), first match wins
 )
 
 
-def summary(prof, steps: int, batch: int) -> str:
+def summary(per_step: dict[str, float], batch: int) -> str:
     """Device time per step by kind of kernel, and the rate it implies (image-steps/s of device time)."""
     totals: dict[str, float] = {}
-    for event in prof.events():
-        if event.device_type != torch.autograd.DeviceType.CUDA:
-            continue
-        kind = next((k for k, pat in KINDS if re.search(pat, event.name, re.IGNORECASE)), "other")
-        totals[kind] = totals.get(kind, 0.0) + event.device_time_total
+    for name, t in per_step.items():
+        kind = next((k for k, pat in KINDS if re.search(pat, name, re.IGNORECASE)), "other")
+        totals[kind] = totals.get(kind, 0.0) + t
     whole = sum(totals.values())
-    # the window is one inversion: its steps, and its float32 start and final passes, spread over the steps
-    lines = [f"device time per step: {whole / steps / 1e3:.1f} ms ({batch * steps / (whole / 1e6):.0f} image-steps/s; "
-             "the inversion's float32 start and final passes included)"]
-    lines += [f"  {k}: {t / steps / 1e3:.1f} ms ({100 * t / whole:.0f} %)"
+    lines = [f"device time per step: {whole / 1e3:.1f} ms ({batch / (whole / 1e6):.0f} image-steps/s if nothing "
+             "else ran)"]
+    lines += [f"  {k}: {t / 1e3:.1f} ms ({100 * t / whole:.0f} %)"
               for k, t in sorted(totals.items(), key=lambda kv: -kv[1])]
     return "\n".join(lines)
 

@@ -13,7 +13,9 @@ into 4 x C_out channels (one set per output phase) followed by a pixel shuffle. 
 convolution on tensor cores, with no zero-filled intermediate and no separate depthwise blur, and is the
 same function as the two-step form (tested against it) up to float rounding; it is used on CUDA, where it
 is faster, and the two-step form on the CPU, where it is. The RGB skip's FIR
-upsampling is likewise a 3-group convolution and a pixel shuffle. Other FIR filters (``upfirdn``, used by
+upsampling is likewise a 3-group convolution and a pixel shuffle; in a compiled graph it is written as
+shifted sums (:func:`upsample_pointwise`) and the RGB layer's 1x1 convolution as a per-pixel dot product
+(:func:`modulated_rgb_pointwise`), which Inductor fuses into its own kernels. Other FIR filters (``upfirdn``, used by
 the discriminator) are depthwise convolutions; there are no custom CUDA kernels.
 
 Inversion keeps the generator's weights frozen, so autograd need not keep what only a weight gradient would
@@ -397,6 +399,41 @@ class ModulatedRGBFn(torch.autograd.Function):
         return g_x, g_style, None
 
 
+def modulated_rgb_pointwise(x: torch.Tensor, style: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """:class:`ModulatedRGBFn`'s ``conv1x1(x * s, W)`` as a dot product over channels at each pixel, for Inductor.
+
+    Compiled, the convolution ran as cuDNN's TF32 kernels with float32 layout transforms around them, and its
+    backward materialised a float32 gradient for every input channel. Written as a product and a sum, Inductor
+    makes one reduction kernel of it that reads ``x`` (bf16) once, with float32 products and sums, and fuses
+    the backward's products into its neighbours. Plain autograd: Inductor chooses what to keep.
+    """
+    wn = style[:, None, :] * weight[None, :, :, 0, 0]  # (N, out, in), W's dtype (float32)
+    prod = x.permute(0, 2, 3, 1)[:, :, :, None, :] * wn[:, None, None]  # (N, H, W, out, in), promoted to float32
+    return prod.sum(-1).permute(0, 3, 1, 2)
+
+
+def upsample_pointwise(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """:class:`Upsample`'s polyphase convolution as shifted sums, for Inductor to fuse into one kernel.
+
+    ``taps``: (4, 3, 3), one channel's block of :func:`upsample_weight` (phase ``2 py + px``). Output pixel
+    (2a + py, 2b + px) is the sum over its phase's four non-zero taps, at slots (py + sy, px + sx) for sy, sx
+    in {0, 1}, of the taps times the input padded by 1 at (a + py + sy, b + px + sx): the same sums as the
+    3x3 convolution with padding 1 and its pixel shuffle. Compiled, that convolution was cuDNN's grouped
+    direct kernel on a 3-channel float32 image (5 % of the 256 px world's compiled step, benchmarks/RESULTS.md).
+    """
+    n, c, h, w = x.shape
+    xp = F.pad(x, (1, 1, 1, 1))
+    phases = []
+    for py in (0, 1):
+        for px in (0, 1):
+            k = taps[2 * py + px]
+            terms = [k[py + sy, px + sx] * xp[:, :, py + sy : py + sy + h, px + sx : px + sx + w]
+                     for sy in (0, 1) for sx in (0, 1)]
+            phases.append(terms[0] + terms[1] + terms[2] + terms[3])
+    out = torch.stack(phases, dim=-1).view(n, c, h, w, 2, 2)  # (..., py, px)
+    return out.permute(0, 1, 2, 4, 3, 5).reshape(n, c, 2 * h, 2 * w)
+
+
 class Blur(nn.Module):
     """FIR low-pass filter with the [1, 3, 3, 1] kernel (stored as buffer ``kernel``)."""
 
@@ -428,6 +465,8 @@ class Upsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
         weight = self.rgb_weight if c == 3 else upsample_weight(self.kernel, c)
+        if torch.compiler.is_compiling():
+            return upsample_pointwise(x, weight[:4, 0].to(x.dtype))
         return F.pixel_shuffle(F.conv2d(x, weight.to(x.dtype), padding=1, groups=c), 2)
 
 
@@ -529,7 +568,11 @@ class ToRGB(nn.Module):
             layer = self.conv
             if LEAN_BACKWARD and not layer.weight.requires_grad:  # x stays as it is (bf16) for backward
                 weight, _ = layer.frozen("plain", acc)
-                out = ModulatedRGBFn.apply(x, layer.modulation(w.to(acc)), weight) + self.bias
+                style = layer.modulation(w.to(acc))
+                if torch.compiler.is_compiling():
+                    out = modulated_rgb_pointwise(x, style, weight) + self.bias
+                else:
+                    out = ModulatedRGBFn.apply(x, style, weight) + self.bias
             else:
                 out = layer(x.to(acc), w.to(acc)) + self.bias
             if self.clamp is not None:

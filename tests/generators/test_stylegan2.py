@@ -193,6 +193,7 @@ def test_polyphase_forms_equal_the_two_step_forms(seed):
         make_fir_kernel,
         upconv_weight,
         upfirdn,
+        upsample_pointwise,
         upsample_weight,
     )
 
@@ -209,6 +210,56 @@ def test_polyphase_forms_equal_the_two_step_forms(seed):
         two_step = upfirdn(x, k, up=2, pad=(2, 1))
         poly = F.pixel_shuffle(F.conv2d(x, upsample_weight(k, 5), padding=1, groups=5), 2)
         assert poly.shape == two_step.shape and (poly - two_step).abs().max() < 1e-12
+        shifted = upsample_pointwise(x, upsample_weight(k, 1)[:, 0])  # the compiled graphs' form
+        assert shifted.shape == two_step.shape and (shifted - two_step).abs().max() < 1e-12
+
+
+def test_pointwise_rgb_layer_equals_the_convolution():
+    """The compiled graphs' RGB layer (a dot product over channels per pixel) is conv1x1(x * s, W): values and
+    the gradients for x and s, float64, against F.conv2d and autograd."""
+    import torch.nn.functional as F
+
+    from bench.generators.layers import ModulatedRGBFn, modulated_rgb_pointwise
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 6, 5, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    s = torch.randn(3, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 6, 1, 1, generator=g, dtype=torch.float64)
+    ref = F.conv2d(x * s[:, :, None, None], w)
+    out = modulated_rgb_pointwise(x, s, w)
+    assert out.shape == ref.shape == (3, 3, 5, 4)
+    assert (out - ref).abs().max() < 1e-12 and ref.abs().max() > 0.1
+    gy = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    for a, b in zip(torch.autograd.grad(out, (x, s), gy), torch.autograd.grad(ref, (x, s), gy), strict=True):
+        assert (a - b).abs().max() < 1e-12
+    assert (ModulatedRGBFn.apply(x, s, w) - ref).abs().max() < 1e-12  # the eager form, for the record
+
+
+def test_compiled_rgb_layer_matches_eager_under_bf16_autocast(gen):
+    """Through dynamo (aot_eager backend: the graph Inductor would get, run by eager kernels), the ToRGB layer
+    takes the pointwise forms and stays float32 under bf16 autocast; values and gradients match eager."""
+    torch.manual_seed(1)
+    layer = gen.to_rgbs[-1]
+    x = torch.randn(2, layer.conv.in_ch, 16, 16).bfloat16()
+    skip, w = torch.randn(2, 3, 8, 8), gen.w_avg.expand(2, -1).clone()
+
+    def run(fn):
+        xs, ws, ss = (t.detach().clone().requires_grad_(True) for t in (x, w, skip))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = fn(xs, ws, ss)
+        return out, torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(), (xs, ws, ss))
+
+    torch._dynamo.reset()
+    eager, g_eager = run(layer)
+    compiled, g_compiled = run(torch.compile(layer, backend="aot_eager", fullgraph=True))
+    assert compiled.dtype == eager.dtype == torch.float32
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
+    (gx_c, gw_c, gs_c), (gx_e, gw_e, gs_e) = g_compiled, g_eager
+    torch.testing.assert_close(gx_c, gx_e, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gs_c, gs_e, rtol=1e-5, atol=1e-5)
+    # w's gradient: AOTAutograd traces the modulation's backward matrix product under the caller's autocast,
+    # so it rounds to bf16 (0.4 % here; the same with the convolution form, before the pointwise forms)
+    assert ((gw_c - gw_e).abs().max() / gw_e.abs().max()) < 2**-7
 
 
 def test_rgb_path_is_float32_under_bf16_autocast(gen):
