@@ -13,9 +13,9 @@ into 4 x C_out channels (one set per output phase) followed by a pixel shuffle. 
 convolution on tensor cores, with no zero-filled intermediate and no separate depthwise blur, and is the
 same function as the two-step form (tested against it) up to float rounding; it is used on CUDA, where it
 is faster, and the two-step form on the CPU, where it is. The RGB skip's FIR
-upsampling is likewise a 3-group convolution and a pixel shuffle; in a compiled graph it is written as
+upsampling is likewise a 3-group convolution and a pixel shuffle; in a compiled graph it can be written as
 shifted sums (:func:`upsample_pointwise`) and the RGB layer's 1x1 convolution as a per-pixel dot product
-(:func:`modulated_rgb_pointwise`), which Inductor fuses into its own kernels. Other FIR filters (``upfirdn``, used by
+(:func:`modulated_rgb_pointwise`), which Inductor fuses into its own kernels (``COMPILED_RGB``). Other FIR filters (``upfirdn``, used by
 the discriminator) are depthwise convolutions; there are no custom CUDA kernels.
 
 Inversion keeps the generator's weights frozen, so autograd need not keep what only a weight gradient would
@@ -49,6 +49,16 @@ UPCONV_MODES = ("auto", "polyphase", "two-step", "transposed")
 UPCONV = os.environ.get("BENCH_UPCONV", "auto")
 if UPCONV not in UPCONV_MODES:
     raise ValueError(f"BENCH_UPCONV={UPCONV!r}: expected one of {', '.join(UPCONV_MODES)}")
+# How a compiled graph computes the RGB path (the same function; tests compare the forms):
+#   "cudnn"     as eager: the 1x1 convolution and the skip's 3-group convolution run as cuDNN kernels (default:
+#               the measured one)
+#   "upsample"  the skip's upsampling as shifted sums (upsample_pointwise), fused by Inductor: an experiment
+#   "pointwise" that, and the 1x1 convolution as a per-pixel dot product (modulated_rgb_pointwise): slower at
+#               1024 px on an H100 (244 against 276 image-steps/s, benchmarks/RESULTS.md, session 16)
+COMPILED_RGB_MODES = ("cudnn", "upsample", "pointwise")
+COMPILED_RGB = os.environ.get("BENCH_COMPILED_RGB", "cudnn")
+if COMPILED_RGB not in COMPILED_RGB_MODES:
+    raise ValueError(f"BENCH_COMPILED_RGB={COMPILED_RGB!r}: expected one of {', '.join(COMPILED_RGB_MODES)}")
 LRELU_GAIN = math.sqrt(2.0)
 LEAN_BACKWARD = os.environ.get("BENCH_LEAN_BACKWARD", "1") != "0"
 
@@ -465,7 +475,7 @@ class Upsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
         weight = self.rgb_weight if c == 3 else upsample_weight(self.kernel, c)
-        if torch.compiler.is_compiling():
+        if COMPILED_RGB != "cudnn" and torch.compiler.is_compiling():
             return upsample_pointwise(x, weight[:4, 0].to(x.dtype))
         return F.pixel_shuffle(F.conv2d(x, weight.to(x.dtype), padding=1, groups=c), 2)
 
@@ -569,7 +579,7 @@ class ToRGB(nn.Module):
             if LEAN_BACKWARD and not layer.weight.requires_grad:  # x stays as it is (bf16) for backward
                 weight, _ = layer.frozen("plain", acc)
                 style = layer.modulation(w.to(acc))
-                if torch.compiler.is_compiling():
+                if COMPILED_RGB == "pointwise" and torch.compiler.is_compiling():
                     out = modulated_rgb_pointwise(x, style, weight) + self.bias
                 else:
                     out = ModulatedRGBFn.apply(x, style, weight) + self.bias

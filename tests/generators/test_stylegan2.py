@@ -235,9 +235,13 @@ def test_pointwise_rgb_layer_equals_the_convolution():
     assert (ModulatedRGBFn.apply(x, s, w) - ref).abs().max() < 1e-12  # the eager form, for the record
 
 
-def test_compiled_rgb_layer_matches_eager_under_bf16_autocast(gen):
+@pytest.mark.parametrize("mode", ["cudnn", "upsample", "pointwise"])
+def test_compiled_rgb_layer_matches_eager_under_bf16_autocast(gen, mode, monkeypatch):
     """Through dynamo (aot_eager backend: the graph Inductor would get, run by eager kernels), the ToRGB layer
-    takes the pointwise forms and stays float32 under bf16 autocast; values and gradients match eager."""
+    in each compiled form stays float32 under bf16 autocast; values and gradients match eager."""
+    from bench.generators import layers
+
+    monkeypatch.setattr(layers, "COMPILED_RGB", mode)
     torch.manual_seed(1)
     layer = gen.to_rgbs[-1]
     x = torch.randn(2, layer.conv.in_ch, 16, 16).bfloat16()
