@@ -23,6 +23,10 @@
 # compiled whole with BENCH_COMPILE_MODE=max-autotune-no-cudagraphs (Triton convolution templates, tuned
 # pointwise kernels): autotune_log.txt and autotune.json. A spec profile:METHOD:CONFIG:BATCH profiles METHOD
 # compiled whole on a bench speed configuration (world256, config-f-256, ...): profile_METHOD_CONFIG.txt.
+# A spec rgb:METHODS:CONFIGS:BATCHES times them compiled whole once per compiled RGB form (BENCH_COMPILED_RGB=
+# cudnn, upsample, pointwise; each in its own process): rgb_FORM_log.txt and rgb_FORM.json. A spec parity:FILTER
+# runs the GPU parity tests (pytest -m gpu tests/accel -k FILTER, "all" for every one) with their records in
+# parity/: parity_log.txt.
 set -uo pipefail
 LIMIT=$1; ENC_MIN=$2; N=$3; shift 3
 OUTDIR=${OUT:-out}; mkdir -p "$OUTDIR" runs
@@ -80,6 +84,22 @@ for spec in "$@"; do
     BENCH_COMPILE_MODE=max-autotune-no-cudagraphs timeout $(( $(left) - 15 )) python3 scripts/loss_compile_timing.py \
       --methods "$METHODS" --configs "$ITEMS" --batches "$BATCH" --variants whole --out "$OUTDIR/autotune.json" 2>&1 |
       tee -a "$OUTDIR/autotune_log.txt" | grep '^|'
+    continue
+  fi
+  if [ "$RUN" = rgb ]; then  # rgb:METHODS:CONFIGS:BATCHES, one process per compiled RGB form
+    n=3
+    for form in cudnn upsample pointwise; do
+      BENCH_COMPILED_RGB=$form timeout $(( ($(left) - 15) / n )) python3 scripts/loss_compile_timing.py --methods "$METHODS" \
+        --configs "$ITEMS" --batches "$BATCH" --variants whole --out "$OUTDIR/rgb_$form.json" 2>&1 |
+        tee -a "$OUTDIR/rgb_${form}_log.txt" | grep '^| [a-z]' | sed "s/^/$form /"
+      n=$(( n - 1 ))
+    done
+    continue
+  fi
+  if [ "$RUN" = parity ]; then  # parity:FILTER, the GPU parity tests
+    K=(); [ "$METHODS" != all ] && K=(-k "$METHODS")
+    PARITY_OUT="$OUTDIR/parity" timeout $(( $(left) - 15 )) python3 -m pytest -m gpu tests/accel "${K[@]}" -q \
+      -p no:cacheprovider -p no:logging 2>&1 | tee -a "$OUTDIR/parity_log.txt" | tail -5
     continue
   fi
   if [ "$RUN" = profile ]; then  # profile:METHOD:CONFIG:BATCH, compiled whole (as bench run's default)
