@@ -13,10 +13,11 @@ into 4 x C_out channels (one set per output phase) followed by a pixel shuffle. 
 convolution on tensor cores, with no zero-filled intermediate and no separate depthwise blur, and is the
 same function as the two-step form (tested against it) up to float rounding; it is used on CUDA, where it
 is faster, and the two-step form on the CPU, where it is. The RGB skip's FIR
-upsampling is likewise a 3-group convolution and a pixel shuffle; in a compiled graph it can be written as
-shifted sums (:func:`upsample_pointwise`) and the RGB layer's 1x1 convolution as a per-pixel dot product
-(:func:`modulated_rgb_pointwise`), which Inductor fuses into its own kernels (``COMPILED_RGB``). Other FIR filters (``upfirdn``, used by
-the discriminator) are depthwise convolutions; there are no custom CUDA kernels.
+upsampling is likewise a 3-group convolution and a pixel shuffle. In a compiled graph, ``COMPILED_RGB`` can
+write it as shifted sums (:func:`upsample_pointwise`) and the RGB layer's 1x1 convolution as a per-pixel dot
+product (:func:`modulated_rgb_pointwise`), for Inductor to make its own kernels of (an experiment, not the
+default). Other FIR filters (``upfirdn``, used by the discriminator) are depthwise convolutions; there are no
+custom CUDA kernels.
 
 Inversion keeps the generator's weights frozen, so autograd need not keep what only a weight gradient would
 use. With frozen weights the styled convolution (modulate, convolve, demodulate, noise, bias, leaky ReLU)
@@ -412,10 +413,11 @@ class ModulatedRGBFn(torch.autograd.Function):
 def modulated_rgb_pointwise(x: torch.Tensor, style: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """:class:`ModulatedRGBFn`'s ``conv1x1(x * s, W)`` as a dot product over channels at each pixel, for Inductor.
 
-    Compiled, the convolution ran as cuDNN's TF32 kernels with float32 layout transforms around them, and its
-    backward materialised a float32 gradient for every input channel. Written as a product and a sum, Inductor
-    makes one reduction kernel of it that reads ``x`` (bf16) once, with float32 products and sums, and fuses
-    the backward's products into its neighbours. Plain autograd: Inductor chooses what to keep.
+    Compiled, the convolution runs as cuDNN's TF32 kernels with float32 layout transforms around them, and its
+    backward materialises a float32 gradient for every input channel. Written as a product and a sum (float32
+    products and sums of the bf16 ``x``), Inductor makes reductions of it instead, and chooses what autograd
+    keeps. Measured with :func:`upsample_pointwise` on an H100, it made the compiled config-f 1024² step 11.5 %
+    slower and 9 % bigger (``BENCH_COMPILED_RGB=pointwise``; benchmarks/RESULTS.md, session 16).
     """
     wn = style[:, None, :] * weight[None, :, :, 0, 0]  # (N, out, in), W's dtype (float32)
     prod = x.permute(0, 2, 3, 1)[:, :, :, None, :] * wn[:, None, None]  # (N, H, W, out, in), promoted to float32
@@ -428,8 +430,9 @@ def upsample_pointwise(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     ``taps``: (4, 3, 3), one channel's block of :func:`upsample_weight` (phase ``2 py + px``). Output pixel
     (2a + py, 2b + px) is the sum over its phase's four non-zero taps, at slots (py + sy, px + sx) for sy, sx
     in {0, 1}, of the taps times the input padded by 1 at (a + py + sy, b + px + sx): the same sums as the
-    3x3 convolution with padding 1 and its pixel shuffle. Compiled, that convolution was cuDNN's grouped
-    direct kernel on a 3-channel float32 image (5 % of the 256 px world's compiled step, benchmarks/RESULTS.md).
+    3x3 convolution with padding 1 and its pixel shuffle. Compiled, that convolution is cuDNN's grouped direct
+    kernel on a 3-channel float32 image (5 % of a profile of the 256 px world's compiled step; benchmarks/
+    RESULTS.md, session 15). Not yet timed on its own (``BENCH_COMPILED_RGB=upsample``).
     """
     n, c, h, w = x.shape
     xp = F.pad(x, (1, 1, 1, 1))
