@@ -45,14 +45,13 @@ def main(config: str, name: str, precision: str, batch: int, compile_: bool = Fa
             with profile(activities=[ProfilerActivity.CUDA]) as prof:
                 invert(steps)
             windows.append(kernel_times(prof))
-    per_step = {k: (windows[1].get(k, (0.0, 0))[0] - windows[0].get(k, (0.0, 0))[0]) / (STEPS[1] - STEPS[0])
-                for k in set(windows[0]) | set(windows[1])}
-    calls = {k: (windows[1].get(k, (0.0, 0))[1] - windows[0].get(k, (0.0, 0))[1]) / (STEPS[1] - STEPS[0])
-             for k in per_step}
+    span, none = STEPS[1] - STEPS[0], (0.0, 0)
+    per_step = {k: tuple((b - a) / span for a, b in zip(windows[0].get(k, none), windows[1].get(k, none), strict=True))
+                for k in set(windows[0]) | set(windows[1])}  # kernel -> (us, calls) per step
     print(f"# {desc}; {name}; {accel.label}; batch {batch}; per step = (window of {STEPS[1]} steps - window of "
           f"{STEPS[0]}) / {STEPS[1] - STEPS[0]}")
-    print(summary(per_step, batch))
-    print(top_kernels(per_step, calls))
+    print(summary({k: t for k, (t, _) in per_step.items()}, batch))
+    print(top_kernels(per_step))
 
 
 def kernel_times(prof) -> dict[str, tuple[float, int]]:
@@ -65,12 +64,12 @@ def kernel_times(prof) -> dict[str, tuple[float, int]]:
     return times
 
 
-def top_kernels(per_step: dict[str, float], calls: dict[str, float], rows: int = 40) -> str:
+def top_kernels(per_step: dict[str, tuple[float, float]], rows: int = 40) -> str:
     """The kernels that take the most device time per step: ms, share, calls per step, name (shortened)."""
-    whole = sum(max(t, 0.0) for t in per_step.values())
+    whole = sum(t for t, _ in per_step.values())
     lines = [f"{'ms/step':>8} {'share':>6} {'calls':>6}  kernel"]
-    for k, t in sorted(per_step.items(), key=lambda kv: -kv[1])[:rows]:
-        lines.append(f"{t / 1e3:8.2f} {100 * t / whole:5.1f}% {calls[k]:6.1f}  {k[:150]}")
+    for k, (t, calls) in sorted(per_step.items(), key=lambda kv: -kv[1][0])[:rows]:
+        lines.append(f"{t / 1e3:8.2f} {100 * t / whole:5.1f}% {calls:6.1f}  {k[:150]}")
     return "\n".join(lines)
 
 
