@@ -24,7 +24,8 @@
 # pointwise kernels): autotune_log.txt and autotune.json. A spec profile:METHOD:CONFIG:BATCH profiles METHOD
 # compiled whole on a bench speed configuration (world256, config-f-256, ...): profile_METHOD_CONFIG.txt.
 # A spec rgb:METHODS:CONFIGS:BATCHES times them compiled whole once per compiled RGB form (BENCH_COMPILED_RGB=
-# cudnn, upsample, pointwise; each in its own process): rgb_FORM_log.txt and rgb_FORM.json. A spec parity:FILTER
+# cudnn, upsample, pointwise; each in its own process): rgb_FORM_log.txt and rgb_FORM.json; upconv:METHODS:CONFIGS:BATCHES
+# does the same for the 2x up-convolution's forms (BENCH_UPCONV=polyphase, transposed): upconv_FORM_log.txt, .json. A spec parity:FILTER
 # runs the GPU parity tests (pytest -m gpu tests/accel -k FILTER, "all" for every one) with their records in
 # parity/: parity_log.txt.
 set -uo pipefail
@@ -53,6 +54,16 @@ r1024() {  # METHODS: bench run timings on a random-weight 1024 px config-f chec
     tee "$OUTDIR/r1024_log.txt" | grep -v "^  "
   cp runs/r1024/timing.csv "$OUTDIR/r1024_timing.csv"
   echo "r1024 ($1) done at $(( $(date +%s) - start )) s" | tee -a "$LOG"
+}
+
+time_forms() {  # VAR "FORMS" NAME: METHODS on CONFIGS at BATCHES compiled whole, one process per form of VAR
+  local n form; n=$(wc -w <<< "$2")
+  for form in $2; do
+    env "$1=$form" timeout $(( ($(left) - 15) / n )) python3 scripts/loss_compile_timing.py --methods "$METHODS" \
+      --configs "$ITEMS" --batches "$BATCH" --variants whole --out "$OUTDIR/$3_$form.json" 2>&1 |
+      tee -a "$OUTDIR/$3_${form}_log.txt" | grep '^| [a-z]' | sed "s/^/$form /"
+    n=$(( n - 1 ))
+  done
 }
 
 for spec in "$@"; do
@@ -86,16 +97,8 @@ for spec in "$@"; do
       tee -a "$OUTDIR/autotune_log.txt" | grep '^|'
     continue
   fi
-  if [ "$RUN" = rgb ]; then  # rgb:METHODS:CONFIGS:BATCHES, one process per compiled RGB form
-    n=3
-    for form in cudnn upsample pointwise; do
-      BENCH_COMPILED_RGB=$form timeout $(( ($(left) - 15) / n )) python3 scripts/loss_compile_timing.py --methods "$METHODS" \
-        --configs "$ITEMS" --batches "$BATCH" --variants whole --out "$OUTDIR/rgb_$form.json" 2>&1 |
-        tee -a "$OUTDIR/rgb_${form}_log.txt" | grep '^| [a-z]' | sed "s/^/$form /"
-      n=$(( n - 1 ))
-    done
-    continue
-  fi
+  [ "$RUN" = rgb ] && { time_forms BENCH_COMPILED_RGB "cudnn upsample pointwise" rgb; continue; }
+  [ "$RUN" = upconv ] && { time_forms BENCH_UPCONV "polyphase transposed" upconv; continue; }
   if [ "$RUN" = parity ]; then  # parity:FILTER, the GPU parity tests
     K=(); [ "$METHODS" != all ] && K=(-k "$METHODS")
     PARITY_OUT="$OUTDIR/parity" timeout $(( $(left) - 15 )) python3 -m pytest -m gpu tests/accel "${K[@]}" -q \
