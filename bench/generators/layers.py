@@ -46,7 +46,10 @@ BLUR_KERNEL = (1.0, 3.0, 3.0, 1.0)
 #   "two-step"   transposed 3x3 conv at stride 2, then the FIR blur
 #   "transposed" one transposed 6x6 conv at stride 2 with the FIR folded in: no pixel shuffle and no
 #                re-layout copy; not yet timed on the GPU (BENCH_UPCONV=transposed to try it)
-UPCONV_MODES = ("auto", "polyphase", "two-step", "transposed")
+#   "stencil"    the transposed 3x3 conv at stride 2, then the FIR as 16 shifted multiply-adds (fir_shifted),
+#                for a compiled graph, where Inductor fuses them into the pointwise work around: a quarter of
+#                the polyphase form's multiply-adds, with no blur pass of its own (BENCH_UPCONV=stencil)
+UPCONV_MODES = ("auto", "polyphase", "two-step", "transposed", "stencil")
 UPCONV = os.environ.get("BENCH_UPCONV", "auto")
 if UPCONV not in UPCONV_MODES:
     raise ValueError(f"BENCH_UPCONV={UPCONV!r}: expected one of {', '.join(UPCONV_MODES)}")
@@ -100,6 +103,26 @@ def upfirdn(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, pad: tuple[int, 
     # a contiguous depthwise weight: an expanded (stride-0) one sends cuDNN down slow paths
     weight = torch.flip(kernel, (0, 1)).to(x.dtype)[None, None].repeat(c, 1, 1, 1)
     return F.conv2d(x, weight, groups=c)
+
+
+def fir_shifted(x: torch.Tensor, kernel: torch.Tensor, pad: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """``upfirdn(x, kernel, pad=pad)`` (no upsampling) as K x K shifted multiply-adds, for Inductor to fuse.
+
+    A depthwise convolution is a cuDNN call that a compiled graph cannot fuse with anything; written as sums of
+    shifted slices it becomes part of the pointwise kernel around it. Summed in float32 (float64 stays float64)
+    and rounded once to ``x``'s dtype, compiled or not.
+    """
+    k = kernel.shape[-1]
+    acc = torch.promote_types(x.dtype, torch.float32)
+    taps = torch.flip(kernel, (0, 1)).to(acc)  # a true convolution, as upfirdn's
+    xp = F.pad(x, (pad[0], pad[1], pad[0], pad[1])).to(acc)
+    h, w = xp.shape[2] - k + 1, xp.shape[3] - k + 1
+    out = None
+    for a in range(k):
+        for b in range(k):
+            term = taps[a, b] * xp[:, :, a : a + h, b : b + w]
+            out = term if out is None else out + term
+    return out.to(x.dtype)
 
 
 def _phase_taps(kernel: torch.Tensor) -> torch.Tensor:
@@ -241,7 +264,7 @@ class ModulatedConv2d(nn.Module):
             return fused_upconv_weight(weight, self.blur.kernel)
         if mode == "polyphase":
             return upconv_weight(weight, self.blur.kernel)
-        if mode == "two-step":
+        if mode in ("two-step", "stencil"):
             return weight.transpose(0, 1)
         return weight
 
@@ -308,6 +331,8 @@ def conv(x: torch.Tensor, weight: torch.Tensor, mode: str, kernel: torch.Tensor 
         return F.conv_transpose2d(x, weight, stride=2, padding=2)
     if mode == "two-step":
         return upfirdn(F.conv_transpose2d(x, weight, stride=2), kernel, pad=(1, 1))
+    if mode == "stencil":
+        return fir_shifted(F.conv_transpose2d(x, weight, stride=2), kernel, pad=(1, 1))
     raise ValueError(f"unknown convolution mode {mode!r}")
 
 
@@ -324,6 +349,9 @@ def conv_input_grad(g: torch.Tensor, weight: torch.Tensor, mode: str,
         c = g.shape[1]
         blur = torch.flip(kernel, (0, 1)).to(g.dtype)[None, None].repeat(c, 1, 1, 1)
         return F.conv2d(F.conv_transpose2d(g, blur, padding=1, groups=c), weight, stride=2)
+    if mode == "stencil":  # the blur's adjoint is the FIR of the flipped kernel with the complementary pad
+        k = kernel.shape[-1]
+        return F.conv2d(fir_shifted(g, torch.flip(kernel, (0, 1)), pad=(k - 2, k - 2)), weight, stride=2)
     raise ValueError(f"unknown convolution mode {mode!r}")
 
 

@@ -110,13 +110,17 @@ def test_one_graph_serves_the_w_plus_methods_and_every_batch_size(aot_eager):
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
                     reason="Inductor's CPU code needs a C compiler")
-def test_inductor_with_its_layout_forced_matches_eager_on_cpu():
+@pytest.mark.parametrize("upconv", ["auto", "stencil"])
+def test_inductor_with_its_layout_forced_matches_eager_on_cpu(upconv, monkeypatch):
     """Real Inductor (C++ on the CPU), as a run compiles: Inductor's forced channels-last layout
     (``compiling.INDUCTOR_CONFIG``) with a dynamic batch (2, then 3 reusing the graph), and the perceptual
-    distance resizing 128 px images inside its graph (``bench.metrics.resize``). Values and gradients of the
+    distance resizing 128 px images inside its graph (``bench.metrics.resize``); the generator's up-convolution
+    as the CPU runs it (two-step) and in the stencil form that Inductor fuses. Values and gradients of the
     whole step against eager: measured within 3.4e-8 and 5.8e-6 (relative)."""
+    from bench.generators import layers
     from bench.world.perceptual import load_world_perceptual
 
+    monkeypatch.setattr(layers, "UPCONV", upconv)
     gen, _, _ = build_timing_setup("tiny", torch.device("cpu"))
     perceptual, reason = load_world_perceptual("cpu")
     if perceptual is None:

@@ -14,7 +14,7 @@ from bench.generators.layers import StyledConv, ToRGB
 from tests.generators import naive_stylegan2 as naive
 from tests.generators.test_stylegan2 import random_generator
 
-MODES = ["two-step", "polyphase", "transposed"]
+MODES = ["two-step", "polyphase", "transposed", "stencil"]
 
 
 def _frozen_layer(upsample, clamp, seed=0):

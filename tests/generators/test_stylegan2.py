@@ -33,10 +33,10 @@ def gen():
     return random_generator()
 
 
-@pytest.mark.parametrize("upconv", ["two-step", "polyphase", "transposed"])
+@pytest.mark.parametrize("upconv", ["two-step", "polyphase", "transposed", "stencil"])
 def test_matches_naive_reference(gen, upconv, monkeypatch):
-    """Every form of the 2x up-convolution (two-step on the CPU, polyphase on CUDA, the fused transposed one)
-    matches the naive model."""
+    """Every form of the 2x up-convolution (two-step on the CPU, polyphase on CUDA, the fused transposed one,
+    the stencil one for compiled graphs) matches the naive model."""
     from bench.generators import layers
 
     monkeypatch.setattr(layers, "UPCONV", upconv)
@@ -212,6 +212,39 @@ def test_polyphase_forms_equal_the_two_step_forms(seed):
         assert poly.shape == two_step.shape and (poly - two_step).abs().max() < 1e-12
         shifted = upsample_pointwise(x, upsample_weight(k, 1)[:, 0])  # the compiled graphs' form
         assert shifted.shape == two_step.shape and (shifted - two_step).abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("pad", [(1, 1), (2, 1), (0, 2)])
+def test_shifted_fir_equals_upfirdn_and_its_adjoint_is_the_flipped_fir(pad):
+    """The stencil up-conv's blur (shifted sums) equals upfirdn's depthwise convolution, float64, with the
+    default kernel and a random asymmetric one; the backward's form is its adjoint (<A x, g> = <x, A* g>)
+    and equals autograd's gradient of upfirdn."""
+    from bench.generators.layers import fir_shifted, make_fir_kernel, upfirdn
+
+    g = torch.Generator().manual_seed(sum(pad))
+    for k in (make_fir_kernel(gain=4.0).double(), torch.randn(4, 4, generator=g, dtype=torch.float64)):
+        x = torch.randn(2, 3, 9, 7, generator=g, dtype=torch.float64, requires_grad=True)
+        ref = upfirdn(x, k, pad=pad)
+        out = fir_shifted(x, k, pad=pad)
+        assert out.shape == ref.shape and out.dtype == torch.float64
+        assert (out - ref).abs().max() < 1e-12 and ref.abs().max() > 0.1
+        gy = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+        adjoint = fir_shifted(gy, torch.flip(k, (0, 1)), pad=(3 - pad[0], 3 - pad[1]))
+        (grad,) = torch.autograd.grad(ref, x, gy)
+        assert adjoint.shape == x.shape and (adjoint - grad).abs().max() < 1e-12
+        assert abs((out * gy).sum() - (x * adjoint).sum()) < 1e-10
+
+
+def test_shifted_fir_sums_bf16_in_float32_and_rounds_once():
+    """Under bf16 the 16 products are summed in float32 and rounded once: equal to the float64 sum rounded."""
+    from bench.generators.layers import fir_shifted, make_fir_kernel
+
+    x = torch.randn(2, 4, 12, 12, generator=torch.Generator().manual_seed(5)).bfloat16()
+    k = make_fir_kernel(gain=4.0)
+    out = fir_shifted(x, k, pad=(1, 1))
+    assert out.dtype == torch.bfloat16
+    exact = fir_shifted(x.double(), k.double(), pad=(1, 1))
+    assert torch.equal(out, exact.bfloat16())
 
 
 def test_pointwise_rgb_layer_equals_the_convolution():
