@@ -24,8 +24,8 @@
 # pointwise kernels): autotune_log.txt and autotune.json. A spec profile:METHOD:CONFIG:BATCH profiles METHOD
 # compiled whole on a bench speed configuration (world256, config-f-256, ...): profile_METHOD_CONFIG.txt.
 # A spec rgb:METHODS:CONFIGS:BATCHES times them compiled whole once per compiled RGB form (BENCH_COMPILED_RGB=
-# cudnn, upsample, pointwise; each in its own process): rgb_FORM_log.txt and rgb_FORM.json; upconv:METHODS:CONFIGS:BATCHES
-# does the same for the 2x up-convolution's forms (BENCH_UPCONV; UPCONV_FORMS, default "polyphase stencil"): upconv_FORM_log.txt, .json. A spec parity:FILTER
+# cudnn, upsample, pointwise; each in its own process): rgb_FORM_log.txt and rgb_FORM_CONFIGS.json; upconv:METHODS:CONFIGS:BATCHES
+# does the same for the 2x up-convolution's forms (BENCH_UPCONV; UPCONV_FORMS, default "polyphase stencil"): upconv_FORM_log.txt, upconv_FORM_CONFIGS.json. A spec parity:FILTER
 # runs the GPU parity tests (pytest -m gpu tests/accel -k FILTER, "all" for every one) with their records in
 # parity/: parity_log.txt.
 set -uo pipefail
@@ -60,13 +60,14 @@ time_forms() {  # VAR "FORMS" NAME: METHODS on CONFIGS at BATCHES compiled whole
   local n form; n=$(wc -w <<< "$2")
   for form in $2; do
     env "$1=$form" timeout $(( ($(left) - 15) / n )) python3 scripts/loss_compile_timing.py --methods "$METHODS" \
-      --configs "$ITEMS" --batches "$BATCH" --variants whole --out "$OUTDIR/$3_$form.json" 2>&1 |
+      --configs "$ITEMS" --batches "$BATCH" --variants whole --out "$OUTDIR/$3_${form}_${ITEMS//,/_}.json" 2>&1 |
       tee -a "$OUTDIR/$3_${form}_log.txt" | grep '^| [a-z]' | sed "s/^/$form /"
     n=$(( n - 1 ))
   done
 }
 
 for spec in "$@"; do
+  [ "$(left)" -lt 60 ] && { echo "skipped $spec: $(left) s left" | tee -a "$LOG"; continue; }
   IFS=: read -r RUN METHODS ITEMS BATCH FLAG <<< "$spec"; ITEMS=${ITEMS:-$N}; BATCH=${BATCH:-auto}
   COMPILE=(); [ "${FLAG:-}" = compile ] && COMPILE=(--compile)
   [ -n "${PROTO_GEN:-}" ] && COMPILE+=(--generator "$PROTO_GEN")
