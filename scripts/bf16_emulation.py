@@ -9,7 +9,9 @@ PSNR and of the final loss, in dB. VARIANTS (comma list, default ``bf16,bf16-old
 - ``bf16``: the generator as it is (RGB path in float32, ``layers.ToRGB``);
 - ``bf16-oldrgb``: the RGB path under autocast as before (each layer's RGB output and the upsampled skip
   rounded to bf16);
-- ``+percfp32`` on either: the perceptual distance outside autocast.
+- ``+percfp32`` on either: the perceptual distance outside autocast;
+- ``+polyphase``, ``+stencil``, ``+transposed`` on either: that form of the 2x up-convolution (``BENCH_UPCONV``;
+  the float32 reference runs the CPU's own, two-step).
 
 Used for the notes of issue #7 (benchmarks/RESULTS.md); GPU figures come from ``tests/accel``.
 """
@@ -75,8 +77,11 @@ def main(name: str, steps: int, n: int, variants: list[str]) -> None:
     targets = heldout_faces(n, resolution=gen.resolution)[0]
     psnr = build_metrics(["psnr"], device=torch.device("cpu"))[0]
 
+    upconv = layers.UPCONV
+
     def run(variant: str):
         layers.ToRGB.forward = old_torgb if "oldrgb" in variant else CURRENT_TORGB
+        layers.UPCONV = next((m for m in layers.UPCONV_MODES if f"+{m}" in variant), upconv)
         distance = Float32Perceptual(perceptual) if "percfp32" in variant else perceptual
         method = build_method(name, {"steps": steps}, **_resources(name, gen))
         start = time.time()
@@ -84,7 +89,7 @@ def main(name: str, steps: int, n: int, variants: list[str]) -> None:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant != "fp32"):
                 out = method.invert(targets, gen, seeds=list(range(n)), perceptual=distance)
         finally:
-            layers.ToRGB.forward = CURRENT_TORGB
+            layers.ToRGB.forward, layers.UPCONV = CURRENT_TORGB, upconv
         return out.loss, psnr(out.images, targets), time.time() - start
 
     ref_loss, ref_psnr, seconds = run("fp32")
