@@ -12,12 +12,14 @@ same function as the grouped formulation up to float rounding.
 into 4 x C_out channels (one set per output phase) followed by a pixel shuffle. That runs as one ordinary
 convolution on tensor cores, with no zero-filled intermediate and no separate depthwise blur, and is the
 same function as the two-step form (tested against it) up to float rounding; it is used on CUDA, where it
-is faster, and the two-step form on the CPU, where it is. The RGB skip's FIR
-upsampling is likewise a 3-group convolution and a pixel shuffle. In a compiled graph, ``COMPILED_RGB`` can
-write it as shifted sums (:func:`upsample_pointwise`) and the RGB layer's 1x1 convolution as a per-pixel dot
-product (:func:`modulated_rgb_pointwise`), for Inductor to make its own kernels of (an experiment, not the
-default). Other FIR filters (``upfirdn``, used by the discriminator) are depthwise convolutions; there are no
-custom CUDA kernels.
+is faster, and the two-step form on the CPU, where it is. The "stencil" form (``BENCH_UPCONV=stencil``, an
+experiment not yet timed on a GPU) keeps the transposed convolution, with a quarter of the polyphase form's
+multiply-adds, and writes the FIR as shifted sums (:func:`fir_shifted`) that a compiled graph fuses into the
+epilogue. The RGB skip's FIR upsampling is likewise a 3-group convolution and a pixel shuffle; in a compiled
+graph, ``COMPILED_RGB`` can write it as shifted sums (:func:`upsample_pointwise`) and the RGB layer's 1x1
+convolution as a per-pixel dot product (:func:`modulated_rgb_pointwise`), for Inductor to make its own kernels
+of (an experiment, not the default). Other FIR filters (``upfirdn``, used by the discriminator) are depthwise
+convolutions; there are no custom CUDA kernels.
 
 Inversion keeps the generator's weights frozen, so autograd need not keep what only a weight gradient would
 use. With frozen weights the styled convolution (modulate, convolve, demodulate, noise, bias, leaky ReLU)
