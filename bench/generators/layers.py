@@ -320,7 +320,7 @@ def conv(x: torch.Tensor, weight: torch.Tensor, mode: str, kernel: torch.Tensor 
     cores instead of a transposed one plus a memory-bound blur), "two-step" the transposed conv then the
     blur (the CPU's choice: there the polyphase form's 4x multiply-adds cost more than the blur saves, 174
     vs 130 ms per world-generator step at batch 8, benchmarks/RESULTS.md), "transposed" one 6x6
-    transposed conv.
+    transposed conv, "stencil" the transposed conv then the FIR as shifted sums (:func:`fir_shifted`).
     """
     if mode == "plain":
         return F.conv2d(x, weight, padding=weight.shape[-1] // 2)
