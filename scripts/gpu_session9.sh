@@ -25,7 +25,7 @@
 # compiled whole on a bench speed configuration (world256, config-f-256, ...): profile_METHOD_CONFIG.txt.
 # A spec rgb:METHODS:CONFIGS:BATCHES times them compiled whole once per compiled RGB form (BENCH_COMPILED_RGB=
 # cudnn, upsample, pointwise; each in its own process): rgb_FORM_log.txt and rgb_FORM_CONFIGS.json; upconv:METHODS:CONFIGS:BATCHES
-# does the same for the 2x up-convolution's forms (BENCH_UPCONV; UPCONV_FORMS, default "polyphase stencil"): upconv_FORM_log.txt, upconv_FORM_CONFIGS.json. A spec parity:FILTER
+# does the same for the compiled graphs' 2x up-convolution (BENCH_COMPILED_UPCONV; UPCONV_FORMS, default "polyphase stencil"): upconv_FORM_log.txt, upconv_FORM_CONFIGS.json. A spec parity:FILTER
 # runs the GPU parity tests (pytest -m gpu tests/accel -k FILTER, "all" for every one) with their records in
 # parity/: parity_log.txt.
 set -uo pipefail
@@ -99,7 +99,7 @@ for spec in "$@"; do
     continue
   fi
   [ "$RUN" = rgb ] && { time_forms BENCH_COMPILED_RGB "cudnn upsample pointwise" rgb; continue; }
-  [ "$RUN" = upconv ] && { time_forms BENCH_UPCONV "${UPCONV_FORMS:-polyphase stencil}" upconv; continue; }
+  [ "$RUN" = upconv ] && { time_forms BENCH_COMPILED_UPCONV "${UPCONV_FORMS:-polyphase stencil}" upconv; continue; }
   if [ "$RUN" = parity ]; then  # parity:FILTER, the GPU parity tests
     K=(); [ "$METHODS" != all ] && K=(-k "$METHODS")
     PARITY_OUT="$OUTDIR/parity" timeout $(( $(left) - 15 )) python3 -m pytest -m gpu tests/accel "${K[@]}" -q \

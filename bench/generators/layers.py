@@ -12,14 +12,15 @@ same function as the grouped formulation up to float rounding.
 into 4 x C_out channels (one set per output phase) followed by a pixel shuffle. That runs as one ordinary
 convolution on tensor cores, with no zero-filled intermediate and no separate depthwise blur, and is the
 same function as the two-step form (tested against it) up to float rounding; it is used on CUDA, where it
-is faster, and the two-step form on the CPU, where it is. The "stencil" form (``BENCH_UPCONV=stencil``, an
-experiment not yet timed on a GPU) keeps the transposed convolution, with a quarter of the polyphase form's
-multiply-adds, and writes the FIR as shifted sums (:func:`fir_shifted`) that a compiled graph fuses into the
-epilogue. The RGB skip's FIR upsampling is likewise a 3-group convolution and a pixel shuffle; in a compiled
-graph, ``COMPILED_RGB`` can write it as shifted sums (:func:`upsample_pointwise`) and the RGB layer's 1x1
-convolution as a per-pixel dot product (:func:`modulated_rgb_pointwise`), for Inductor to make its own kernels
-of (an experiment, not the default). Other FIR filters (``upfirdn``, used by the discriminator) are depthwise
-convolutions; there are no custom CUDA kernels.
+is faster, and the two-step form on the CPU, where it is. The "stencil" form (an experiment, not yet timed
+on a GPU: ``BENCH_COMPILED_UPCONV=stencil`` in compiled graphs on CUDA, ``BENCH_UPCONV=stencil`` everywhere)
+keeps the transposed convolution, with a quarter of the polyphase form's multiply-adds, and writes the FIR as
+shifted sums (:func:`fir_shifted`) that a compiled graph fuses into the epilogue. The RGB skip's FIR
+upsampling is likewise a 3-group convolution and a pixel shuffle; in a compiled graph, ``COMPILED_RGB`` can
+write it as shifted sums (:func:`upsample_pointwise`) and the RGB layer's 1x1 convolution as a per-pixel dot
+product (:func:`modulated_rgb_pointwise`), for Inductor to make its own kernels of (an experiment, not the
+default). Other FIR filters (``upfirdn``, used by the discriminator) are depthwise convolutions; there are no
+custom CUDA kernels.
 
 Inversion keeps the generator's weights frozen, so autograd need not keep what only a weight gradient would
 use. With frozen weights the styled convolution (modulate, convolve, demodulate, noise, bias, leaky ReLU)
@@ -55,6 +56,12 @@ UPCONV_MODES = ("auto", "polyphase", "two-step", "transposed", "stencil")
 UPCONV = os.environ.get("BENCH_UPCONV", "auto")
 if UPCONV not in UPCONV_MODES:
     raise ValueError(f"BENCH_UPCONV={UPCONV!r}: expected one of {', '.join(UPCONV_MODES)}")
+# The form "auto" gives the up-convolutions inside a compiled graph on CUDA (eager steps and renders keep
+# polyphase there): "polyphase" (the default, the timed one) or "stencil" (a quarter of the multiply-adds, not
+# yet timed on a GPU; BENCH_COMPILED_UPCONV=stencil to try it in real runs), or another explicit form
+COMPILED_UPCONV = os.environ.get("BENCH_COMPILED_UPCONV", "polyphase")
+if COMPILED_UPCONV not in UPCONV_MODES[1:]:
+    raise ValueError(f"BENCH_COMPILED_UPCONV={COMPILED_UPCONV!r}: expected one of {', '.join(UPCONV_MODES[1:])}")
 # How a compiled graph computes the RGB path (the same function; tests compare the forms):
 #   "cudnn"     as eager: the 1x1 convolution and the skip's 3-group convolution run as cuDNN kernels (default:
 #               the measured one)
@@ -257,7 +264,11 @@ class ModulatedConv2d(nn.Module):
         """How this layer's convolution runs on ``x``'s device: "plain", or an up-conv mode of UPCONV_MODES."""
         if not self.upsample:
             return "plain"
-        return UPCONV if UPCONV != "auto" else ("polyphase" if x.is_cuda else "two-step")
+        if UPCONV != "auto":
+            return UPCONV
+        if not x.is_cuda:
+            return "two-step"
+        return COMPILED_UPCONV if torch.compiler.is_compiling() else "polyphase"
 
     def conv_weight(self, mode: str) -> torch.Tensor:
         """The scaled weight in the layout that :func:`conv` takes for ``mode``."""

@@ -214,6 +214,38 @@ def test_polyphase_forms_equal_the_two_step_forms(seed):
         assert shifted.shape == two_step.shape and (shifted - two_step).abs().max() < 1e-12
 
 
+def test_auto_up_convolution_form_by_device_and_compilation(monkeypatch):
+    """auto: two-step on the CPU; on CUDA polyphase eager and BENCH_COMPILED_UPCONV's form in a compiled graph
+    (the one-off renders and eager methods keep polyphase); an explicit BENCH_UPCONV wins everywhere."""
+    from types import SimpleNamespace
+
+    from bench.generators import layers
+
+    conv = layers.ModulatedConv2d(4, 4, 3, 8, upsample=True)
+    cpu, cuda = SimpleNamespace(is_cuda=False), SimpleNamespace(is_cuda=True)
+    monkeypatch.setattr(layers, "UPCONV", "auto")
+    monkeypatch.setattr(layers, "COMPILED_UPCONV", "stencil")
+    assert layers.ModulatedConv2d(4, 4, 3, 8).conv_mode(cuda) == "plain"
+    compiling = {"now": False}
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: compiling["now"])
+    assert (conv.conv_mode(cpu), conv.conv_mode(cuda)) == ("two-step", "polyphase")
+    compiling["now"] = True
+    assert (conv.conv_mode(cpu), conv.conv_mode(cuda)) == ("two-step", "stencil")
+    monkeypatch.setattr(layers, "UPCONV", "transposed")
+    assert (conv.conv_mode(cpu), conv.conv_mode(cuda)) == ("transposed", "transposed")
+
+
+def test_a_bad_up_convolution_form_is_refused_at_import():
+    import os
+    import subprocess
+    import sys
+
+    for var in ("BENCH_UPCONV", "BENCH_COMPILED_UPCONV"):
+        r = subprocess.run([sys.executable, "-c", "import bench.generators.layers"], capture_output=True, text=True,
+                           env={**os.environ, var: "fast"})
+        assert r.returncode != 0 and f"{var}='fast'" in r.stderr, r.stderr[-500:]
+
+
 @pytest.mark.parametrize("pad", [(1, 1), (2, 1), (0, 2)])
 def test_shifted_fir_equals_upfirdn_and_its_adjoint_is_the_flipped_fir(pad):
     """The stencil up-conv's blur (shifted sums) equals upfirdn's depthwise convolution, float64, with the
