@@ -477,13 +477,10 @@ def upsample_pointwise(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     """
     n, c, h, w = x.shape
     xp = F.pad(x, (1, 1, 1, 1))
-    phases = []
-    for py in (0, 1):
-        for px in (0, 1):
-            k = taps[2 * py + px]
-            terms = [k[py + sy, px + sx] * xp[:, :, py + sy : py + sy + h, px + sx : px + sx + w]
-                     for sy in (0, 1) for sx in (0, 1)]
-            phases.append(terms[0] + terms[1] + terms[2] + terms[3])
+    # each phase correlates its (h + 1, w + 1) window of the padded input with its 2x2 block of taps
+    phases = [fir_shifted(xp[:, :, py : py + h + 1, px : px + w + 1],
+                          torch.flip(taps[2 * py + px, py : py + 2, px : px + 2], (0, 1)))
+              for py in (0, 1) for px in (0, 1)]
     out = torch.stack(phases, dim=-1).view(n, c, h, w, 2, 2)  # (..., py, px)
     return out.permute(0, 1, 2, 4, 3, 5).reshape(n, c, 2 * h, 2 * w)
 

@@ -116,7 +116,7 @@ def test_inductor_with_its_layout_forced_matches_eager_on_cpu(upconv, monkeypatc
     (``compiling.INDUCTOR_CONFIG``) with a dynamic batch (2, then 3 reusing the graph), and the perceptual
     distance resizing 128 px images inside its graph (``bench.metrics.resize``); the generator's up-convolution
     as the CPU runs it (two-step) and in the stencil form that Inductor fuses. Values and gradients of the
-    whole step against eager: measured within 3.4e-8 and 6.3e-6 (relative), in both forms."""
+    whole step against eager: measured within 3.4e-8 and 6.3e-6 (relative), in both forms (``-s`` prints them)."""
     from bench.generators import layers
     from bench.world.perceptual import load_world_perceptual
 
@@ -148,6 +148,9 @@ def test_inductor_with_its_layout_forced_matches_eager_on_cpu(upconv, monkeypatc
         Accel().prepare(gen, perceptual)
     assert graphs == ["blocks", "distance from 128x128"] and failures == (None, None)
     for (d, g), (d_ref, g_ref) in zip(got, ref, strict=True):
+        # the figures in the docstring: pytest -s tests/accel/test_compile.py -k inductor
+        print(f"{upconv}, batch {len(d)}: values within {(d - d_ref).abs().max().item():.2g}, gradients within "
+              f"{((g - g_ref).norm() / g_ref.norm()).item():.2g} (relative)")
         torch.testing.assert_close(d, d_ref, rtol=1e-5, atol=1e-7)
         assert ((g - g_ref).norm() / g_ref.norm()).item() < 1e-4
     from torch._inductor import config as inductor
