@@ -12,10 +12,11 @@ same function as the grouped formulation up to float rounding.
 into 4 x C_out channels (one set per output phase) followed by a pixel shuffle. That runs as one ordinary
 convolution on tensor cores, with no zero-filled intermediate and no separate depthwise blur, and is the
 same function as the two-step form (tested against it) up to float rounding; it is used on CUDA, where it
-is faster, and the two-step form on the CPU, where it is. The "stencil" form (an experiment, not yet timed
-on a GPU: ``BENCH_COMPILED_UPCONV=stencil`` in compiled graphs on CUDA, ``BENCH_UPCONV=stencil`` everywhere)
-keeps the transposed convolution, with a quarter of the polyphase form's multiply-adds, and writes the FIR as
-shifted sums (:func:`fir_shifted`) that a compiled graph fuses into the epilogue. The RGB skip's FIR
+is faster, and the two-step form on the CPU, where it is. The "stencil" form (an experiment, not the default:
+``BENCH_COMPILED_UPCONV=stencil`` in compiled graphs on CUDA, ``BENCH_UPCONV=stencil`` everywhere) keeps the
+transposed convolution, with a quarter of the polyphase form's multiply-adds, and writes the FIR as shifted
+sums (:func:`fir_shifted`) that a compiled graph fuses into the epilogue; timed compiled on an H100 it was
+no faster at 1024² (+0.5 %) and 5 % slower on the 256 px world (benchmarks/RESULTS.md, session 18). The RGB skip's FIR
 upsampling is likewise a 3-group convolution and a pixel shuffle; in a compiled graph, ``COMPILED_RGB`` can
 write it as shifted sums (:func:`upsample_pointwise`) and the RGB layer's 1x1 convolution as a per-pixel dot
 product (:func:`modulated_rgb_pointwise`), for Inductor to make its own kernels of (an experiment, not the
@@ -51,14 +52,15 @@ BLUR_KERNEL = (1.0, 3.0, 3.0, 1.0)
 #                re-layout copy; not yet timed on the GPU (BENCH_UPCONV=transposed to try it)
 #   "stencil"    the transposed 3x3 conv at stride 2, then the FIR as 16 shifted multiply-adds (fir_shifted),
 #                for a compiled graph, where Inductor fuses them into the pointwise work around: a quarter of
-#                the polyphase form's multiply-adds, with no blur pass of its own (BENCH_UPCONV=stencil)
+#                the polyphase form's multiply-adds, with no blur pass of its own (BENCH_UPCONV=stencil);
+#                compiled on an H100: +0.5 % at 1024², -5 % on the 256 px world, so not the default
 UPCONV_MODES = ("auto", "polyphase", "two-step", "transposed", "stencil")
 UPCONV = os.environ.get("BENCH_UPCONV", "auto")
 if UPCONV not in UPCONV_MODES:
     raise ValueError(f"BENCH_UPCONV={UPCONV!r}: expected one of {', '.join(UPCONV_MODES)}")
 # The form "auto" gives the up-convolutions inside a compiled graph on CUDA (eager steps and renders keep
-# polyphase there): "polyphase" (the default, the timed one) or "stencil" (a quarter of the multiply-adds, not
-# yet timed on a GPU; BENCH_COMPILED_UPCONV=stencil to try it in real runs), or another explicit form
+# polyphase there): "polyphase" (the default, the fastest timed) or "stencil" (a quarter of the multiply-adds,
+# no faster when timed; BENCH_COMPILED_UPCONV=stencil to try it in real runs), or another explicit form
 COMPILED_UPCONV = os.environ.get("BENCH_COMPILED_UPCONV", "polyphase")
 if COMPILED_UPCONV not in UPCONV_MODES[1:]:
     raise ValueError(f"BENCH_COMPILED_UPCONV={COMPILED_UPCONV!r}: expected one of {', '.join(UPCONV_MODES[1:])}")
