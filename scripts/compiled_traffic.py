@@ -1,0 +1,147 @@
+"""Bytes one compiled optimisation step moves, as Inductor's scheduler counts them (issue #17, items 3a and 4).
+
+``scripts/dispatch_count.py --bytes`` counts the eager step's memory traffic; this counts the compiled one.
+It compiles a ``bench speed`` timing setup (world256, config-f-256, config-f-1024, ...) with real Inductor on
+the CPU, as ``--compile`` runs (the generator's blocks and the perceptual distance, batch dynamic, the layout
+forced channels-last), under bf16 autocast, with the up-convolution in the form a CUDA graph gets
+(``BENCH_UPCONV``, default polyphase). After each graph's code generation it asks Inductor's scheduler how
+many bytes each kernel reads and writes (``GraphLowering.count_bytes``: each buffer once per kernel, the
+best case a kernel could reach; convolutions and matrix products, which Inductor calls as external kernels,
+count their inputs and outputs once). The per-image share is the difference between batches 4 and 2, so the
+weights drop out as they do at the protocol's batches. Adam's update of the latent codes runs outside the
+graphs and is not counted (under 0.1 % of the step for the W+ methods).
+
+The fusion decisions come from Inductor's scheduler, which the CPU and CUDA backends share; the backends differ
+in details (CUDA may split a reduction the CPU keeps whole), so this is an estimate of the GPU's traffic, and a
+lower bound for what the kernels move. Dividing the card's bandwidth by it bounds the rate any schedule of these
+kernels can reach.
+
+    BENCH_UPCONV=polyphase python scripts/compiled_traffic.py world256 im2s
+    python scripts/compiled_traffic.py config-f-1024 im2s --bandwidth 3.35e12 --measured 278.9
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+from collections import defaultdict
+from collections.abc import Iterator
+
+os.environ.setdefault("BENCH_UPCONV", "polyphase")  # the form a compiled CUDA graph runs (layers.COMPILED_UPCONV)
+
+import torch  # noqa: E402
+
+from bench.accel import Accel  # noqa: E402
+from bench.speed import _resources, build_timing_setup, config_params, timing_method  # noqa: E402
+
+MIB = 2 ** 20
+
+
+def kernel_kind(node) -> tuple[str, str]:
+    """(kind, name) of a scheduler node.
+
+    An external kernel (convolution, matrix product) and what it calls, or an Inductor kernel and the aten
+    operations fused into it.
+    """
+    from torch._inductor.scheduler import ExternKernelSchedulerNode
+    from torch._inductor.utils import get_fused_kernel_name
+
+    if isinstance(node, ExternKernelSchedulerNode):
+        name = getattr(node.node, "python_kernel_name", None) or type(node.node).__name__
+        return "extern", re.sub(r"^(extern_kernels|torch\.ops\.aten)\.", "", str(name))
+    try:
+        return "inductor kernel", get_fused_kernel_name(node.get_nodes(), "original_aten") or "fused"
+    except Exception:  # naming is best effort; the count does not depend on it
+        return "inductor kernel", "fused"
+
+
+@contextlib.contextmanager
+def counting_kernels() -> Iterator[list[tuple[tuple[str, str], int]]]:
+    """Count the bytes of every kernel Inductor generates inside the block.
+
+    Each kernel appends ``((kind, name), bytes)`` to the list yielded: the bytes its scheduler node reads and
+    writes (``get_read_write_buffers_sizes``). Inductor's caches are off inside, since a cache hit would skip
+    code generation and with it the count.
+    """
+    from torch._inductor import config as inductor
+    from torch._inductor.graph import GraphLowering
+
+    records: list[tuple[tuple[str, str], int]] = []
+    codegen = GraphLowering.codegen
+
+    def counting_codegen(self, *a, **k):
+        out = codegen(self, *a, **k)
+        records.extend((kernel_kind(node), node.get_read_write_buffers_sizes()) for node in self.scheduler.nodes)
+        return out
+
+    with inductor.patch(fx_graph_cache=False, force_disable_caches=True):
+        GraphLowering.codegen = counting_codegen
+        try:
+            yield records
+        finally:
+            GraphLowering.codegen = codegen
+
+
+def count_step(config: str, method: str, batch: int) -> str:
+    """Compile and run a 2-step inversion of ``batch`` images, as ``--compile`` would on CUDA, under bf16."""
+    dev = torch.device("cpu")
+    gen, perceptual, desc = build_timing_setup(config, dev)
+    Accel("fp32", channels_last=True, compile=True).prepare(gen, perceptual)
+    params = config_params(config, [method])[0].get(method)
+    resources = _resources(method, gen, params)
+    z = torch.randn(batch, gen.z_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        targets = gen(z).clamp(-1, 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        timing_method(method, gen, 2, params, resources).invert(targets, gen, seeds=list(range(batch)),
+                                                                perceptual=perceptual)
+    return desc
+
+
+def main() -> None:
+    """Count a configuration's compiled step at two batches and print the per-image traffic."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("config")
+    ap.add_argument("method")
+    ap.add_argument("--batches", default="2,4")
+    ap.add_argument("--bandwidth", type=float, default=3.35e12, help="bytes/s (H100 SXM datasheet: 3.35e12)")
+    ap.add_argument("--measured", type=float, default=None, help="a measured image-steps/s to compare")
+    ap.add_argument("--top", type=int, default=12)
+    args = ap.parse_args()
+
+    runs = {}
+    for batch in (int(b) for b in args.batches.split(",")):
+        torch._dynamo.reset()
+        with counting_kernels() as records:
+            desc = count_step(args.config, args.method, batch)
+        runs[batch] = records
+        print(f"batch {batch}: {sum(n for _, n in records) / MIB:,.1f} MiB per step in {len(records)} kernels",
+              flush=True)
+    lo, hi = sorted(runs)
+    by_kind: dict[str, float] = defaultdict(float)
+    by_name: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for batch, sign in ((lo, -1), (hi, 1)):
+        for (kind, _), n in runs[batch]:
+            by_kind[kind] += sign * n / (hi - lo)
+    if [k for k, _ in runs[lo]] == [k for k, _ in runs[hi]]:  # the same kernels: pair them up
+        for ((kind, name), a), (_, b) in zip(runs[lo], runs[hi], strict=True):
+            by_name[(kind, name)].append((b - a) / (hi - lo))
+    whole = sum(by_kind.values())
+    print(f"# {desc}; {args.method}; bf16 autocast, channels-last, compiled (Inductor, CPU); "
+          f"BENCH_UPCONV={os.environ['BENCH_UPCONV']}")
+    print(f"per image-step: {whole / MIB:,.1f} MiB; at {args.bandwidth / 1e12:.2f} TB/s at most "
+          f"{args.bandwidth / whole:,.0f} image-steps/s")
+    if args.measured:
+        print(f"measured {args.measured:,.1f} image-steps/s: {args.measured * whole / 1e12:.2f} TB/s, "
+              f"{args.measured * whole / args.bandwidth:.0%} of the bandwidth")
+    for kind, n in sorted(by_kind.items(), key=lambda kv: -kv[1]):
+        print(f"{n / MIB:10.1f} MiB {n / whole:6.1%}  {kind}s")
+    print(f"the {args.top} heaviest (kind, fused aten operations): MiB per image-step, share, kernels")
+    for (kind, name), ns in sorted(by_name.items(), key=lambda kv: -sum(kv[1]))[:args.top]:
+        print(f"{sum(ns) / MIB:10.1f} MiB {sum(ns) / whole:6.1%} {len(ns):4d}  {kind}: {name[:110]}")
+
+
+if __name__ == "__main__":
+    main()
