@@ -58,12 +58,13 @@ def kernel_kind(node) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def counting_kernels() -> Iterator[list[tuple[tuple[str, str], int]]]:
+def counting_kernels(detail: str | None = None) -> Iterator[list[tuple[tuple[str, str], int]]]:
     """Count the bytes of every kernel Inductor generates inside the block.
 
     Each kernel appends ``((kind, name), bytes)`` to the list yielded: the bytes its scheduler node reads and
     writes (``get_read_write_buffers_sizes``). Inductor's caches are off inside, since a cache hit would skip
-    code generation and with it the count.
+    code generation and with it the count. ``detail``: a pattern; each kernel whose name matches it prints
+    the buffers of at least 1/8 MiB it reads and writes (names as Inductor's, for the whole batch).
     """
     from torch._inductor import config as inductor
     from torch._inductor.graph import GraphLowering
@@ -73,7 +74,14 @@ def counting_kernels() -> Iterator[list[tuple[tuple[str, str], int]]]:
 
     def counting_codegen(self, *a, **k):
         out = codegen(self, *a, **k)
-        records.extend((kernel_kind(node), node.get_read_write_buffers_sizes()) for node in self.scheduler.nodes)
+        for node in self.scheduler.nodes:
+            kind = kernel_kind(node)
+            records.append((kind, node.get_read_write_buffers_sizes()))
+            if detail and re.search(detail, kind[1]):
+                sizes = {way: {name: f"{n / MIB:.2f}" for name, n in node.get_read_write_buffer_accesses(
+                    include_reads=way == "reads", include_writes=way == "writes").items() if n >= MIB // 8}
+                    for way in ("reads", "writes")}
+                print(f"{kind[1][:100]}: MiB read {sizes['reads']}, written {sizes['writes']}", flush=True)
         return out
 
     with inductor.patch(fx_graph_cache=False, force_disable_caches=True):
@@ -109,12 +117,15 @@ def main() -> None:
     ap.add_argument("--bandwidth", type=float, default=3.35e12, help="bytes/s (H100 SXM datasheet: 3.35e12)")
     ap.add_argument("--measured", type=float, default=None, help="a measured image-steps/s to compare")
     ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--detail", default=None, help="print the buffers of the kernels whose name matches this, "
+                    "at the last batch (e.g. leaky_relu)")
     args = ap.parse_args()
 
     runs = {}
-    for batch in (int(b) for b in args.batches.split(",")):
+    batches = [int(b) for b in args.batches.split(",")]
+    for batch in batches:
         torch._dynamo.reset()
-        with counting_kernels() as records:
+        with counting_kernels(args.detail if batch == batches[-1] else None) as records:
             desc = count_step(args.config, args.method, batch)
         runs[batch] = records
         print(f"batch {batch}: {sum(n for _, n in records) / MIB:,.1f} MiB per step in {len(records)} kernels",
