@@ -4,19 +4,19 @@
 It compiles a ``bench speed`` timing setup (world256, config-f-256, config-f-1024, ...) with real Inductor on
 the CPU, as ``--compile`` runs (the generator's blocks and the perceptual distance, batch dynamic, the layout
 forced channels-last), under bf16 autocast, with the up-convolution in the form a CUDA graph gets
-(``BENCH_UPCONV``, default polyphase). After each graph's code generation it asks Inductor's scheduler how
-many bytes each kernel reads and writes (``GraphLowering.count_bytes``: each buffer once per kernel, the
-best case a kernel could reach; convolutions and matrix products, which Inductor calls as external kernels,
-count their inputs and outputs once). The per-image share is the difference between batches 4 and 2, so the
-weights drop out as they do at the protocol's batches. Adam's update of the latent codes runs outside the
-graphs and is not counted (under 0.1 % of the step for the W+ methods).
+(``--upconv``, default polyphase, whatever ``BENCH_UPCONV`` says). After each graph's code generation it asks
+Inductor's scheduler how many bytes each kernel reads and writes (``get_read_write_buffers_sizes``: each
+buffer once per kernel, the best case a kernel could reach; convolutions and matrix products, which Inductor
+calls as external kernels, count their inputs and outputs once). The per-image share is the difference
+between batches 4 and 2, so the weights drop out as they do at the protocol's batches. Adam's update of the
+latent codes runs outside the graphs and is not counted (under 0.1 % of the step for the W+ methods).
 
 The fusion decisions come from Inductor's scheduler, which the CPU and CUDA backends share; the backends differ
 in details (CUDA may split a reduction the CPU keeps whole), so this is an estimate of the GPU's traffic, and a
 lower bound for what the kernels move. Dividing the card's bandwidth by it bounds the rate any schedule of these
 kernels can reach.
 
-    BENCH_UPCONV=polyphase python scripts/compiled_traffic.py world256 im2s
+    python scripts/compiled_traffic.py world256 im2s
     python scripts/compiled_traffic.py config-f-1024 im2s --bandwidth 3.35e12 --measured 278.9
 """
 
@@ -24,17 +24,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import re
 from collections import defaultdict
 from collections.abc import Iterator
 
-os.environ.setdefault("BENCH_UPCONV", "polyphase")  # the form a compiled CUDA graph runs (layers.COMPILED_UPCONV)
+import torch
 
-import torch  # noqa: E402
-
-from bench.accel import Accel  # noqa: E402
-from bench.speed import _resources, build_timing_setup, config_params, timing_method  # noqa: E402
+from bench.accel import Accel
+from bench.generators import layers
+from bench.speed import _resources, build_timing_setup, config_params, timing_method
 
 MIB = 2 ** 20
 
@@ -117,9 +115,12 @@ def main() -> None:
     ap.add_argument("--bandwidth", type=float, default=3.35e12, help="bytes/s (H100 SXM datasheet: 3.35e12)")
     ap.add_argument("--measured", type=float, default=None, help="a measured image-steps/s to compare")
     ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--upconv", default=layers.COMPILED_UPCONV, choices=layers.UPCONV_MODES[1:],
+                    help="the 2x up-convolution's form (default: the one a compiled CUDA graph gets)")
     ap.add_argument("--detail", default=None, help="print the buffers of the kernels whose name matches this, "
                     "at the last batch (e.g. leaky_relu)")
     args = ap.parse_args()
+    layers.UPCONV = args.upconv  # on the CPU, auto would give the two-step form
 
     runs = {}
     batches = [int(b) for b in args.batches.split(",")]
@@ -141,7 +142,7 @@ def main() -> None:
             kernels[key] += batch == hi
     whole = sum(by_kind.values())
     print(f"# {desc}; {args.method}; bf16 autocast, channels-last, compiled (Inductor, CPU); "
-          f"BENCH_UPCONV={os.environ['BENCH_UPCONV']}")
+          f"up-convolution {args.upconv}, compiled RGB path {layers.COMPILED_RGB}")
     print(f"per image-step: {whole / MIB:,.1f} MiB; at {args.bandwidth / 1e12:.2f} TB/s at most "
           f"{args.bandwidth / whole:,.0f} image-steps/s")
     if args.measured:

@@ -188,20 +188,22 @@ def test_a_generator_that_cannot_compile_is_recorded_as_eager():
     assert not prep.accels["w"].compile
 
 
-def test_inductor_without_a_cxx_compiler_falls_back_to_eager(monkeypatch):
+def test_inductor_without_a_cxx_compiler_falls_back_to_eager():
     """The real failure of a machine without a C++ compiler (Inductor's CPU code generation), not a stand-in."""
     import torch._inductor.config as inductor_config
 
     from bench.speed import build_timing_setup
 
     torch._dynamo.reset()
-    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/g++",))
     gen, _, _ = build_timing_setup("tiny", torch.device("cpu"))
     ws = gen.w_avg[None, None].repeat(2, gen.num_ws, 1).requires_grad_(True)
     ref = gen.synthesis(ws).detach()
     Accel(compile=True).prepare(gen)
+    # the config's own patch: monkeypatch's undo deletes a config entry it did not see in the module's
+    # __dict__, which hides it from every later compilation in the process
+    patched = inductor_config.patch({"cpp.cxx": ("/nonexistent/g++",)})
     try:
-        with pytest.warns(UserWarning, match="InvalidCxxCompiler"):
+        with patched, pytest.warns(UserWarning, match="InvalidCxxCompiler"):
             img = gen.synthesis(ws)
         assert not gen.compiled and gen.compile_failure.startswith("InvalidCxxCompiler")
     finally:
@@ -215,10 +217,10 @@ def test_compiling_keeps_inductors_convolutions_channels_last(monkeypatch):
     dynamic batch its heuristic turns it off, and cuDNN converted every backward convolution to NHWC and back."""
     from torch._inductor import config as inductor
 
-    monkeypatch.setattr(inductor, "force_layout_optimization", False)
     monkeypatch.setattr(compiling, "COMPILE_OPTIONS", {"backend": "aot_eager"})
     net = compiling.Compilable()
     net.compiled = True
     x = torch.ones(2, 3, requires_grad=True)
-    assert net.run_compiled("double", lambda t: t * 2, x).sum().item() == 12.0
-    assert inductor.force_layout_optimization is True
+    with inductor.patch(force_layout_optimization=False):  # not monkeypatch: see the test above
+        assert net.run_compiled("double", lambda t: t * 2, x).sum().item() == 12.0
+        assert inductor.force_layout_optimization is True
