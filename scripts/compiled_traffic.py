@@ -91,17 +91,17 @@ def counting_kernels(detail: str | None = None) -> Iterator[list[tuple[tuple[str
             GraphLowering.codegen = codegen
 
 
-def count_step(config: str, method: str, batch: int) -> str:
+def count_step(config: str, method: str, batch: int, device: str = "cpu") -> str:
     """Compile and run a 2-step inversion of ``batch`` images, as ``--compile`` would on CUDA, under bf16."""
-    dev = torch.device("cpu")
+    dev = torch.device(device)
     gen, perceptual, desc = build_timing_setup(config, dev)
     Accel("fp32", channels_last=True, compile=True).prepare(gen, perceptual)
     params = config_params(config, [method])[0].get(method)
     resources = _resources(method, gen, params)
-    z = torch.randn(batch, gen.z_dim, generator=torch.Generator().manual_seed(0))
+    z = torch.randn(batch, gen.z_dim, generator=torch.Generator().manual_seed(0)).to(dev)
     with torch.no_grad():
         targets = gen(z).clamp(-1, 1)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(dev.type, dtype=torch.bfloat16):
         timing_method(method, gen, 2, params, resources).invert(targets, gen, seeds=list(range(batch)),
                                                                 perceptual=perceptual)
     return desc
@@ -118,6 +118,8 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=12)
     ap.add_argument("--upconv", default=layers.COMPILED_UPCONV, choices=layers.UPCONV_MODES[1:],
                     help="the 2x up-convolution's form (default: the one a compiled CUDA graph gets)")
+    ap.add_argument("--device", default="cpu", help="cuda counts the kernels a CUDA graph gets (Triton's "
+                    "fusions, which can differ from the CPU's: mixed-order reductions, split reductions)")
     ap.add_argument("--detail", default=None, help="print the buffers of the kernels whose name matches this, "
                     "at the last batch (e.g. leaky_relu)")
     args = ap.parse_args()
@@ -128,7 +130,7 @@ def main() -> None:
     for batch in batches:
         torch._dynamo.reset()
         with counting_kernels(args.detail if batch == batches[-1] else None) as records:
-            desc = count_step(args.config, args.method, batch)
+            desc = count_step(args.config, args.method, batch, args.device)
         runs[batch] = records
         print(f"batch {batch}: {sum(n for _, n in records) / MIB:,.1f} MiB per step in {len(records)} kernels",
               flush=True)
@@ -142,7 +144,7 @@ def main() -> None:
             by_name[key] += sign * n / (hi - lo)
             kernels[key] += batch == hi
     whole = sum(by_kind.values())
-    print(f"# {desc}; {args.method}; bf16 autocast, channels-last, compiled (Inductor, CPU); "
+    print(f"# {desc}; {args.method}; bf16 autocast, channels-last, compiled (Inductor, {args.device}); "
           f"up-convolution {args.upconv}, compiled RGB path {layers.COMPILED_RGB}")
     print(f"per image-step: {whole / MIB:,.1f} MiB; at {args.bandwidth / 1e12:.2f} TB/s at most "
           f"{args.bandwidth / whole:,.0f} image-steps/s")
