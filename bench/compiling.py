@@ -29,6 +29,54 @@ RECOMPILE_LIMIT = 64
 # cuDNN converted each backward convolution's tensors to NHWC and back: 16-19 % of the compiled step's GPU
 # time (benchmarks/RESULTS.md, session 15). Forcing the optimisation keeps every convolution channels-last.
 INDUCTOR_CONFIG = {"force_layout_optimization": True}
+# BENCH_SAVE_ACTIVATIONS=1: the activations are kept for backward, not recomputed (keep_activations; an
+# experiment, not the default: the CPU count of the 256 px world's step grew from 165.9 to 177.6 MiB per image)
+SAVE_ACTIVATIONS = os.environ.get("BENCH_SAVE_ACTIVATIONS", "0") == "1"
+
+
+def mark_activations_saved(graph: Any) -> int:
+    """Mark each leaky ReLU's output in a joint forward-backward graph to be saved for backward, not recomputed.
+
+    AOTAutograd's partitioner recomputes cheap pointwise work in the backward pass to keep fewer tensors. For a
+    styled convolution it keeps the convolution's output and recomputes the activation from it (noise, bias,
+    demodulation, leaky ReLU). Inductor then fuses the recomputation into the backward's pointwise kernel but
+    not into the reduction beside it (the style and scale gradients' sums over the pixels, in another loop
+    order), so the pre-activation is written out in float32 for the reduction to read: three bf16 maps' worth of
+    traffic per layer to spare one saved map, which the forward pass writes anyway as the next layer's input.
+    Returns how many nodes were marked (the final node of each leaky ReLU, in the activations' dtype).
+    """
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    marked = 0
+    for node in graph.nodes:
+        if node.op != "call_function" or str(node.meta.get("original_aten")) != "aten.leaky_relu.default":
+            continue
+        if all(str(u.meta.get("original_aten")) != "aten.leaky_relu.default" for u in node.users):
+            node.meta["recompute"] = CheckpointPolicy.MUST_SAVE
+            marked += 1
+    return marked
+
+
+def keep_activations() -> Any:
+    """Inductor's ``custom_partitioner_fn``: the default partitioner after :func:`mark_activations_saved`.
+
+    None where this torch has no custom partitioner hook (the default partitioner then runs).
+    """
+    try:
+        from torch._functorch.partitioners import min_cut_rematerialization_partition
+        from torch._inductor.custom_graph_pass import CustomPartitionerFn, get_hash_for_files
+    except ImportError:
+        return None
+
+    class KeepActivations(CustomPartitionerFn):
+        def __call__(self, gm: Any, joint_inputs: Any, **kwargs: Any) -> Any:
+            mark_activations_saved(gm.graph)
+            return min_cut_rematerialization_partition(gm, joint_inputs, **kwargs)
+
+        def uuid(self) -> Any:
+            return get_hash_for_files((__file__,))
+
+    return KeepActivations()
 
 
 class Compilable:
@@ -60,6 +108,8 @@ class Compilable:
             for name, value in INDUCTOR_CONFIG.items():
                 if hasattr(inductor, name):
                     setattr(inductor, name, value)
+            if SAVE_ACTIVATIONS and getattr(inductor, "custom_partitioner_fn", False) is None:
+                inductor.custom_partitioner_fn = keep_activations()
             graphs[key] = torch.compile(fn, **COMPILE_OPTIONS)
         tensors = [t for a in args for t in (a if isinstance(a, (list, tuple)) else [a])
                    if isinstance(t, torch.Tensor)]

@@ -156,3 +156,54 @@ def test_inductor_with_its_layout_forced_matches_eager_on_cpu(upconv, monkeypatc
     from torch._inductor import config as inductor
 
     assert inductor.force_layout_optimization
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                    reason="Inductor's CPU code needs a C compiler")
+def test_keep_activations_saves_each_leaky_relu_output_for_backward(monkeypatch):
+    """``BENCH_SAVE_ACTIVATIONS=1``'s partitioner: every leaky ReLU's output of two frozen styled convolutions
+    becomes an output of the forward graph (kept for backward, not recomputed there), and the gradients stay
+    those of eager to bf16 rounding."""
+    import torch._functorch.partitioners as partitioners
+    from torch._inductor import config as inductor
+
+    from bench import compiling
+    from bench.generators.layers import StyledConv
+
+    torch.manual_seed(0)
+    convs = torch.nn.ModuleList([StyledConv(8, 8, 16) for _ in range(2)]).requires_grad_(False)
+    noise = [torch.randn(1, 1, 8, 8) for _ in range(2)]
+
+    def step(x, ws):
+        for conv, w, n in zip(convs, ws, noise, strict=True):
+            x = conv(x, w, n)
+        return (x.float() ** 2).mean()
+
+    seen = {}
+    minimum_cut = partitioners.min_cut_rematerialization_partition
+
+    def recording(gm, joint_inputs, **kwargs):
+        marked = {n.name for n in gm.graph.nodes if n.meta.get("recompute") is not None}
+        fw, bw = minimum_cut(gm, joint_inputs, **kwargs)
+        seen["marked"], seen["saved"] = marked, {a.name for a in fw.graph.find_nodes(op="output")[0].args[0]
+                                                 if hasattr(a, "name")}
+        return fw, bw
+
+    monkeypatch.setattr(partitioners, "min_cut_rematerialization_partition", recording)
+    x = torch.randn(2, 8, 8, 8).contiguous(memory_format=torch.channels_last)
+    ws = [torch.randn(2, 16) for _ in range(2)]
+
+    def grads(fn):
+        wr = [w.clone().requires_grad_(True) for w in ws]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = fn(x, wr)
+        return torch.autograd.grad(loss, wr)
+
+    torch._dynamo.reset()
+    with inductor.patch(custom_partitioner_fn=compiling.keep_activations(), force_disable_caches=True):
+        compiled = grads(torch.compile(step))
+    assert len(seen["marked"]) == 2 and seen["marked"] <= seen["saved"]
+    # the styles' gradients pass bf16 matrix products in both: a few bf16 spacings (2^-8 relative) apart
+    for c, e in zip(compiled, grads(step), strict=True):
+        assert (c - e).abs().max() <= 2**-5 * e.abs().max()
