@@ -4,7 +4,7 @@
 # scripts/loss_compile_timing.py --variants whole), each variant in its own process:
 #   base  - the defaults;
 #   rgbmm - BENCH_COMPILED_RGB=matmul (the RGB layers as bf16 matrix products with float32 sums);
-#   keep  - BENCH_SAVE_ACTIVATIONS=1 (the partitioner keeps the leaky ReLUs' outputs), on the world only.
+#   keeprgbmm - both BENCH_SAVE_ACTIVATIONS=1 (the partitioner keeps the leaky ReLUs' outputs) and matmul, world only.
 # base and rgbmm run on the 256 px world (batch 550) and config-f 1024² (batch 48); results in
 # variant_NAME.json and variant_NAME_log.txt.
 set -uo pipefail
@@ -21,5 +21,5 @@ variant() {  # NAME CONFIGS BATCHES SHARE_OF_TIME_LEFT_PERCENT ENV...
 }
 variant base world256,config-f-1024 550,48 40 BENCH_COMPILED_RGB=cudnn
 variant rgbmm world256,config-f-1024 550,48 66 BENCH_COMPILED_RGB=matmul
-variant keep world256 550 100 BENCH_SAVE_ACTIVATIONS=1
+variant keeprgbmm world256 550 100 BENCH_SAVE_ACTIVATIONS=1 BENCH_COMPILED_RGB=matmul
 echo "done at $(( $(date +%s) - start )) s" | tee -a "$OUTDIR/session9_log.txt"
