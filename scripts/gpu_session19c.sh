@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Session 19, third call (device run, carry [".wheels"]):  bash scripts/gpu_session19c.sh LIMIT_S
+# 1. BENCH_SAVE_ACTIVATIONS=1 alone (the partitioner keeps the leaky ReLUs' outputs), Im2S compiled whole on the
+#    256 px world at batch 550: variant_keep.json (the same card's default: gpu_session19b.sh's base).
+# 2. F/W+ 16x16 compiled whole with the defaults on config-f 256² (batch 256) and 1024² (batch 48), item 4:
+#    variant_fwbase.json.
+# 3. With time left, the bytes of the world's compiled step as Triton fuses it: traffic_cuda_world256.txt.
+set -uo pipefail
+LIMIT=$1; start=$(date +%s)
+left() { echo $(( LIMIT - ($(date +%s) - start) )); }
+OUTDIR=${OUT:-out}; mkdir -p "$OUTDIR"
+source scripts/device_setup.sh
+run_timing() {  # NAME METHOD CONFIGS BATCHES SHARE ENV...
+  local name=$1 method=$2 configs=$3 batches=$4 share=$5; shift 5
+  [ "$(left)" -lt 60 ] && { echo "skipped $name: $(left) s left"; return; }
+  env "$@" timeout $(( ($(left) - 10) * share / 100 )) python3 scripts/loss_compile_timing.py --methods "$method" \
+    --configs "$configs" --batches "$batches" --variants whole --out "$OUTDIR/variant_$name.json" 2>&1 |
+    tee "$OUTDIR/variant_${name}_log.txt" | grep '^| [a-z]' | sed "s/^/$name /"
+}
+run_timing keep im2s world256 550 30 BENCH_SAVE_ACTIVATIONS=1
+run_timing fwbase fwplus16 config-f-256,config-f-1024 256,48 75 BENCH_COMPILED_RGB=cudnn
+if [ "$(left)" -ge 90 ]; then
+  timeout $(( $(left) - 10 )) python3 scripts/compiled_traffic.py world256 im2s --device cuda --top 16 2>&1 |
+    grep -v Warning | tee "$OUTDIR/traffic_cuda_world256.txt" | head -8
+fi
+echo "done at $(( $(date +%s) - start )) s"
