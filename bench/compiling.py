@@ -60,22 +60,24 @@ def mark_activations_saved(graph: Any) -> int:
 def keep_activations() -> Any:
     """Inductor's ``custom_partitioner_fn``: the default partitioner after :func:`mark_activations_saved`.
 
-    None where this torch has no custom partitioner hook (the default partitioner then runs).
+    None where this torch has no custom partitioner hook (the default partitioner then runs). The class is made
+    on first use (it subclasses an Inductor class, not imported before) and kept in this module under its own
+    name, so that Inductor's cache key can pickle it.
     """
-    try:
-        from torch._functorch.partitioners import min_cut_rematerialization_partition
-        from torch._inductor.custom_graph_pass import CustomPartitionerFn, get_hash_for_files
-    except ImportError:
-        return None
+    global KeepActivations
+    if "KeepActivations" not in globals():
+        try:
+            from torch._functorch.partitioners import min_cut_rematerialization_partition
+            from torch._inductor.custom_graph_pass import CustomPartitionerFn, get_hash_for_files
+        except ImportError:
+            return None
 
-    class KeepActivations(CustomPartitionerFn):
-        def __call__(self, gm: Any, joint_inputs: Any, **kwargs: Any) -> Any:
+        def call(self: Any, gm: Any, joint_inputs: Any, **kwargs: Any) -> Any:
             mark_activations_saved(gm.graph)
             return min_cut_rematerialization_partition(gm, joint_inputs, **kwargs)
 
-        def uuid(self) -> Any:
-            return get_hash_for_files((__file__,))
-
+        KeepActivations = type("KeepActivations", (CustomPartitionerFn,), {
+            "__module__": __name__, "__call__": call, "uuid": lambda self: get_hash_for_files((__file__,))})
     return KeepActivations()
 
 

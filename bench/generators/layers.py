@@ -20,8 +20,9 @@ no faster at 1024² (+0.5 %) and 5 % slower on the 256 px world (benchmarks/RESU
 upsampling is likewise a 3-group convolution and a pixel shuffle; in a compiled graph, ``COMPILED_RGB`` can
 write it as shifted sums (:func:`upsample_pointwise`) and the RGB layer's 1x1 convolution as a per-pixel dot
 product (:func:`modulated_rgb_pointwise`), for Inductor to make its own kernels of (an experiment, not the
-default). Other FIR filters (``upfirdn``, used by the discriminator) are depthwise convolutions; there are no
-custom CUDA kernels.
+default). A third form, per-image bf16 matrix products with float32 sums and output, was 14 % slower on the
+256 px world and 28 % slower at 1024² (benchmarks/RESULTS.md, session 19) and was taken out. Other FIR
+filters (``upfirdn``, used by the discriminator) are depthwise convolutions; there are no custom CUDA kernels.
 
 Inversion keeps the generator's weights frozen, so autograd need not keep what only a weight gradient would
 use. With frozen weights the styled convolution (modulate, convolve, demodulate, noise, bias, leaky ReLU)
@@ -70,7 +71,7 @@ if COMPILED_UPCONV not in UPCONV_MODES[1:]:
 #   "upsample"  the skip's upsampling as shifted sums (upsample_pointwise), fused by Inductor: an experiment
 #   "pointwise" that, and the 1x1 convolution as a per-pixel dot product (modulated_rgb_pointwise): slower at
 #               1024 px on an H100 (244 against 276 image-steps/s, benchmarks/RESULTS.md, session 16)
-COMPILED_RGB_MODES = ("cudnn", "upsample", "pointwise", "matmul")
+COMPILED_RGB_MODES = ("cudnn", "upsample", "pointwise")
 COMPILED_RGB = os.environ.get("BENCH_COMPILED_RGB", "cudnn")
 if COMPILED_RGB not in COMPILED_RGB_MODES:
     raise ValueError(f"BENCH_COMPILED_RGB={COMPILED_RGB!r}: expected one of {', '.join(COMPILED_RGB_MODES)}")
@@ -453,56 +454,6 @@ class ModulatedRGBFn(torch.autograd.Function):
         return g_x, g_style, None
 
 
-def _low_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` (batched) of two bf16 (or float16) operands with a float32 result, summed in float32.
-
-    On CUDA one matrix product (``out_dtype``: no float32 copy of either operand); elsewhere the same sums on
-    float32 copies, which the rounded operands convert to exactly.
-    """
-    if a.is_cuda and hasattr(torch.ops.aten.bmm, "dtype"):  # torch 2.8 and later
-        return torch.bmm(a, b, out_dtype=torch.float32)
-    return torch.bmm(a.float(), b.float())
-
-
-class ModulatedRGBMatmulFn(torch.autograd.Function):
-    """:class:`ModulatedRGBFn`'s ``conv1x1(x * s, W)`` as per-image matrix products over the bf16 ``x``.
-
-    Under bf16 the cuDNN form multiplies ``x`` by the style in float32 and writes that float32 copy for a TF32
-    convolution, whose backward writes a float32 gradient for every input channel: per RGB layer, four float32
-    passes over a map that is bf16 everywhere else. Here the per-image weight ``s W`` is rounded to ``x``'s
-    dtype (as the styled convolutions' weights are) and the products read ``x`` as it is, with float32 sums
-    and a float32 RGB output; the backward takes the (3-channel) output gradient in ``x``'s dtype too. For an
-    ``x`` in float32 or float64 it is the same function as :class:`ModulatedRGBFn` to rounding. A compiled
-    form (``BENCH_COMPILED_RGB=matmul``), not the default: not yet timed.
-    """
-
-    @staticmethod
-    def forward(ctx, x, style, weight):  # noqa: ANN001, D102
-        n, c, h, w = x.shape
-        low = x.dtype if x.dtype in (torch.bfloat16, torch.float16) else None
-        wn = style[:, :, None] * weight[:, :, 0, 0].t().to(style.dtype)[None]  # (N, C, 3), float32
-        wn = wn.to(low) if low else wn.to(x.dtype)
-        xm = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view for channels-last x
-        out = _low_matmul(xm, wn) if low else torch.bmm(xm, wn)  # (N, HW, 3)
-        ctx.save_for_backward(x, style, weight, wn)
-        return out.view(n, h, w, 3).permute(0, 3, 1, 2)  # (N, 3, H, W), channels-last strides
-
-    @staticmethod
-    def backward(ctx, g):  # noqa: ANN001, D102
-        x, style, weight, wn = ctx.saved_tensors
-        n, c, h, w = x.shape
-        gm = g.permute(0, 2, 3, 1).reshape(n, h * w, 3).to(wn.dtype)  # (N, HW, 3)
-        xm = x.permute(0, 2, 3, 1).reshape(n, h * w, c)
-        g_x = g_style = None
-        if ctx.needs_input_grad[0]:
-            g_x = torch.bmm(gm, wn.transpose(1, 2)).view(n, h, w, c).permute(0, 3, 1, 2).to(x.dtype)
-        if ctx.needs_input_grad[1]:
-            low = wn.dtype in (torch.bfloat16, torch.float16)
-            g_wn = _low_matmul(xm.transpose(1, 2), gm) if low else torch.bmm(xm.transpose(1, 2), gm)  # (N, C, 3)
-            g_style = (g_wn * weight[:, :, 0, 0].t().to(g_wn.dtype)[None]).sum(-1).to(style.dtype)
-        return g_x, g_style, None
-
-
 def modulated_rgb_pointwise(x: torch.Tensor, style: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """:class:`ModulatedRGBFn`'s ``conv1x1(x * s, W)`` as a dot product over channels at each pixel, for Inductor.
 
@@ -674,8 +625,6 @@ class ToRGB(nn.Module):
                 style = layer.modulation(w.to(acc))
                 if COMPILED_RGB == "pointwise" and torch.compiler.is_compiling():
                     out = modulated_rgb_pointwise(x, style, weight) + self.bias
-                elif COMPILED_RGB == "matmul" and torch.compiler.is_compiling():
-                    out = ModulatedRGBMatmulFn.apply(x, style, weight) + self.bias
                 else:
                     out = ModulatedRGBFn.apply(x, style, weight) + self.bias
             else:
