@@ -17,8 +17,11 @@ in details (CUDA may split a reduction the CPU keeps whole), so this is an estim
 lower bound for what the kernels move. Dividing the card's bandwidth by it bounds the rate any schedule of these
 kernels can reach.
 
+``--device cuda`` counts the kernels a CUDA graph gets, as Triton fuses them (on the GPU machine).
+
     python scripts/compiled_traffic.py world256 im2s
     python scripts/compiled_traffic.py config-f-1024 im2s --bandwidth 3.35e12 --measured 278.9
+    python scripts/compiled_traffic.py world256 im2s --device cuda --bandwidth 4.8e12
 """
 
 from __future__ import annotations

@@ -39,3 +39,10 @@ quick_encoders() {  # GENERATOR METHODS: 3-iteration encoders (timing only) for 
     ENC+=(--encoder $m=/tmp/enc_$m.safetensors)
   done
 }
+time_variant() {  # NAME METHOD CONFIGS BATCHES SHARE ENV...: METHOD compiled whole under ENV, SHARE % of left()
+  local name=$1 method=$2 configs=$3 batches=$4 share=$5; shift 5
+  [ "$(left)" -lt 60 ] && { echo "skipped $name: $(left) s left"; return; }
+  env "$@" timeout $(( ($(left) - 10) * share / 100 )) python3 scripts/loss_compile_timing.py --methods "$method" \
+    --configs "$configs" --batches "$batches" --variants whole --out "$OUTDIR/variant_$name.json" 2>&1 |
+    tee "$OUTDIR/variant_${name}_log.txt" | grep '^| [a-z]' | sed "s/^/$name /"
+}

@@ -10,15 +10,8 @@ LIMIT=$1; start=$(date +%s)
 left() { echo $(( LIMIT - ($(date +%s) - start) )); }
 OUTDIR=${OUT:-out}; mkdir -p "$OUTDIR"
 source scripts/device_setup.sh
-run_timing() {  # NAME METHOD CONFIGS BATCHES SHARE ENV...
-  local name=$1 method=$2 configs=$3 batches=$4 share=$5; shift 5
-  [ "$(left)" -lt 60 ] && { echo "skipped $name: $(left) s left"; return; }
-  env "$@" timeout $(( ($(left) - 10) * share / 100 )) python3 scripts/loss_compile_timing.py --methods "$method" \
-    --configs "$configs" --batches "$batches" --variants whole --out "$OUTDIR/variant_$name.json" 2>&1 |
-    tee "$OUTDIR/variant_${name}_log.txt" | grep '^| [a-z]' | sed "s/^/$name /"
-}
-run_timing keep im2s world256 550 30 BENCH_SAVE_ACTIVATIONS=1
-run_timing fwbase fwplus16 config-f-256,config-f-1024 256,48 75 BENCH_COMPILED_RGB=cudnn
+time_variant keep im2s world256 550 30 BENCH_SAVE_ACTIVATIONS=1
+time_variant fwbase fwplus16 config-f-256,config-f-1024 256,48 75 BENCH_COMPILED_RGB=cudnn
 if [ "$(left)" -ge 90 ]; then
   timeout $(( $(left) - 10 )) python3 scripts/compiled_traffic.py world256 im2s --device cuda --top 16 2>&1 |
     grep -v Warning | tee "$OUTDIR/traffic_cuda_world256.txt" | head -8

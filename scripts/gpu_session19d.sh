@@ -9,17 +9,10 @@ LIMIT=$1; start=$(date +%s)
 left() { echo $(( LIMIT - ($(date +%s) - start) )); }
 OUTDIR=${OUT:-out}; mkdir -p "$OUTDIR"
 source scripts/device_setup.sh
-run_timing() {  # NAME METHOD CONFIGS BATCHES SHARE ENV...
-  local name=$1 method=$2 configs=$3 batches=$4 share=$5; shift 5
-  [ "$(left)" -lt 60 ] && { echo "skipped $name: $(left) s left"; return; }
-  env "$@" timeout $(( ($(left) - 10) * share / 100 )) python3 scripts/loss_compile_timing.py --methods "$method" \
-    --configs "$configs" --batches "$batches" --variants whole --out "$OUTDIR/variant_$name.json" 2>&1 |
-    tee "$OUTDIR/variant_${name}_log.txt" | grep '^| [a-z]' | sed "s/^/$name /"
-}
 case "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" in
-  *H200*) run_timing h200base im2s config-f-1024,world256 48,550 70 BENCH_COMPILED_RGB=cudnn
-          run_timing fwbase fwplus16 config-f-256 256 100 BENCH_COMPILED_RGB=cudnn ;;
-  *) run_timing fwbase fwplus16 config-f-256 256 55 BENCH_COMPILED_RGB=cudnn
-     run_timing keep im2s world256 550 100 BENCH_SAVE_ACTIVATIONS=1 ;;
+  *H200*) time_variant h200base im2s config-f-1024,world256 48,550 70 BENCH_COMPILED_RGB=cudnn
+          time_variant fwbase fwplus16 config-f-256 256 100 BENCH_COMPILED_RGB=cudnn ;;
+  *) time_variant fwbase fwplus16 config-f-256 256 55 BENCH_COMPILED_RGB=cudnn
+     time_variant keep im2s world256 550 100 BENCH_SAVE_ACTIVATIONS=1 ;;
 esac
 echo "done at $(( $(date +%s) - start )) s"
