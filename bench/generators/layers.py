@@ -517,7 +517,7 @@ class Upsample(nn.Module):
             self.rgb_weight = upsample_weight(self.kernel, 3).to(self.rgb_weight.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if COMPILED_RGB in ("upsample", "pointwise") and torch.compiler.is_compiling():  # one channel's taps for all
+        if COMPILED_RGB != "cudnn" and torch.compiler.is_compiling():  # one channel's taps serve every channel
             return upsample_pointwise(x, upsample_weight(self.kernel, 1)[:, 0].to(x.dtype))
         c = x.shape[1]
         weight = self.rgb_weight if c == 3 else upsample_weight(self.kernel, c)
