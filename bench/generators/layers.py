@@ -44,6 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.generators import fused_styled
+
 BLUR_KERNEL = (1.0, 3.0, 3.0, 1.0)
 # How the 2x up-convolution runs (all the same function; tests compare each with the naive model):
 #   "auto"       polyphase on CUDA, two-step on the CPU (the faster one on each, benchmarks/RESULTS.md)
@@ -572,7 +574,10 @@ class StyledConv(nn.Module):
         if LEAN_BACKWARD and not layer.weight.requires_grad:
             style = layer.modulation(w)
             mode = layer.conv_mode(x)
-            weight, square_sums = layer.frozen(mode, _compute_dtype(x))
+            cdt = _compute_dtype(x)
+            if self._fusable(x, cdt, mode, noise):
+                return self._fused(x, style, cdt, mode, noise)
+            weight, square_sums = layer.frozen(mode, cdt)
             return StyledConvFn.apply(x, style, weight, layer.demodulation(style, square_sums) * LRELU_GAIN,
                                       shift, mode, layer.blur.kernel if layer.upsample else None, self.clamp)
         out, dcoef = layer.modulated(x, w)
@@ -581,6 +586,32 @@ class StyledConv(nn.Module):
         scale = (dcoef * LRELU_GAIN).to(out.dtype)[:, :, None, None]
         out = F.leaky_relu(torch.addcmul(shift.to(out.dtype), out, scale), 0.2)
         return out if self.clamp is None else out.clamp(-self.clamp, self.clamp)
+
+    def _fusable(self, x: torch.Tensor, compute_dtype: torch.dtype, mode: str, noise: torch.Tensor) -> bool:
+        """Whether this frozen layer runs as :mod:`bench.generators.fused_styled`'s kernels (BENCH_FUSED_STYLED=1)."""
+        layer = self.conv
+        if not fused_styled.supported(x, compute_dtype, layer.in_ch, layer.out_ch, layer.kernel_size, mode):
+            return False
+        side = x.shape[-1] * (2 if layer.upsample else 1)
+        frozen = not (self.activate.bias.requires_grad or self.noise.weight.requires_grad or noise.requires_grad)
+        return frozen and noise.numel() == side * side and x.shape[-2] == x.shape[-1]
+
+    def _fused(self, x: torch.Tensor, style: torch.Tensor, compute_dtype: torch.dtype, mode: str,
+               noise: torch.Tensor) -> torch.Tensor:
+        """The layer as :func:`bench.generators.fused_styled.styled_conv` (the same function, fewer roundings)."""
+        layer, gain = self.conv, LRELU_GAIN
+
+        def build() -> tuple[torch.Tensor, ...]:
+            weight, square_sums = layer.frozen(mode, compute_dtype)
+            return (fused_styled.weight_taps(weight), square_sums, (self.activate.bias * gain).float(),
+                    (self.noise.weight * noise.reshape(noise.shape[-2:]) * gain).float().contiguous())
+
+        tensors = (layer.weight, self.activate.bias, self.noise.weight, noise)
+        taps, square_sums, bias, shift = _built_once(self, ("fused", mode, compute_dtype), tensors, build)
+        style = style.float().contiguous()
+        scale = (layer.demodulation(style, square_sums) * gain).contiguous()
+        return fused_styled.styled_conv(x.to(compute_dtype), style, taps, scale, bias, shift,
+                                        layer.upsample, float(self.clamp or 0.0))
 
     def _shift(self, noise: torch.Tensor) -> torch.Tensor:
         """``sqrt(2) * (bias + strength * noise)`` (1, C, H, W); built once while bias and strength are frozen."""

@@ -1,0 +1,293 @@
+"""The frozen styled convolution as three Triton kernels, for bf16 inversion on CUDA (an experiment, off by default).
+
+Compiled, a styled layer (modulate, 3x3 convolution, demodulate, noise, bias, leaky ReLU) runs as a cuDNN
+convolution with Inductor's pointwise kernels around it, and its backward as another convolution with
+pointwise kernels and pixel sums around that. Counted on the CPU, those pointwise kernels are about 60 % of
+the bytes a compiled step moves and the convolutions 28 % (benchmarks/RESULTS.md, session 18): every map is
+written and read again several times, some of them in float32. Here each pass is one kernel that reads its
+inputs once and writes its output once, with the pointwise work done in registers:
+
+- forward (:func:`_styled_forward_kernel`): read ``x``, convolve ``x * s`` (an implicit GEMM: nine shifted
+  tiles times the weight's taps, float32 sums), scale by the demodulation, add the noise and the bias, leaky
+  ReLU, clamp; write ``y``;
+- backward, first pass (:func:`_styled_output_grad_kernel`): read ``x`` and ``dL/dy``, recompute the
+  convolution (the tensor cores are idle in this memory-bound step), take the activation's derivative, sum
+  ``dL/dscale`` over the tile's pixels; write ``dL/dconv``;
+- backward, second pass (:func:`_styled_input_grad_kernel`): read ``dL/dconv`` and ``x``, run the transposed
+  convolution, sum ``dL/ds`` over the tile's pixels; write ``dL/dx``.
+
+Per layer that is about 14 bytes per element of the output map in bf16, against about twice that for the
+compiled graph (a reckoning, not a count). The pixel sums are written per tile and added by torch in a fixed
+order, so results do not depend on scheduling. The 2x up-convolution runs in polyphase form (a 3x3
+convolution into 4 C_out channels, :func:`bench.generators.layers.upconv_weight`), and the kernels write and
+read its outputs at their pixel-shuffled places, so no shuffle runs on its own.
+
+The same function as :class:`bench.generators.layers.StyledConvFn` (tests compare them), with fewer
+roundings: the convolution's output, the noise-and-bias shift and ``dL/dx`` before the style are kept in
+float32. Enabled by ``BENCH_FUSED_STYLED=1`` for frozen layers under bf16 on CUDA (and under Triton's
+interpreter, ``TRITON_INTERPRET=1``, on the CPU, where the tests run it); not yet timed on a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+    from torch.library import triton_op, wrap_triton
+except ImportError:  # pragma: no cover - torch's CUDA wheels bring Triton; without it the option is off
+    triton = None
+
+ENABLED = os.environ.get("BENCH_FUSED_STYLED", "0") == "1"
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+AVAILABLE = triton is not None
+NEGATIVE_SLOPE = 0.2
+
+
+def supported(x: torch.Tensor, compute_dtype: torch.dtype, in_ch: int, out_ch: int, kernel_size: int,
+              mode: str) -> bool:
+    """Whether a frozen styled layer on ``x`` runs as these kernels (``BENCH_FUSED_STYLED=1`` and bf16 CUDA)."""
+    if not (ENABLED and AVAILABLE) or kernel_size != 3 or mode not in ("plain", "polyphase"):
+        return False
+    if x.is_cuda:
+        return compute_dtype == torch.bfloat16
+    return INTERPRET and x.device.type == "cpu" and compute_dtype in (torch.bfloat16, torch.float32)
+
+
+def weight_taps(weight: torch.Tensor) -> torch.Tensor:
+    """A conv weight (C_out', C_in, 3, 3) as taps (9, C_in, C_out'), contiguous: tap ``3 dy + dx``."""
+    c_out, c_in = weight.shape[:2]
+    return weight.permute(2, 3, 1, 0).reshape(9, c_in, c_out).contiguous()
+
+
+if AVAILABLE:
+
+    @triton.jit
+    def _dot(a, b, DOT_F32: tl.constexpr):
+        """The product a @ b with float32 sums (in float32 under the interpreter, whose bf16 dot is wrong)."""
+        if DOT_F32:
+            return tl.dot(a.to(tl.float32), b.to(tl.float32))
+        return tl.dot(a, b)
+
+    @triton.jit
+    def _cast(v, dtype, INTERPRETED: tl.constexpr):
+        """``v.to(dtype)``, rounded to nearest even under the interpreter too (its own bf16 casts truncate)."""
+        if INTERPRETED:
+            if dtype == tl.bfloat16:
+                b = v.to(tl.float32).to(tl.int32, bitcast=True)
+                b = (b + 0x7FFF + ((b >> 16) & 1)) & -65536
+                v = b.to(tl.float32, bitcast=True)
+        return v.to(dtype)
+
+    @triton.jit
+    def _modulated_conv_tile(x_ptr, s_ptr, w_ptr, n, h, w, pmask, j, H, W, CIN, COUT,
+                             sxn, sxc, sxh, sxw,
+                             BP: tl.constexpr, BK: tl.constexpr, BJ: tl.constexpr, DOT_F32: tl.constexpr):
+        """(BP, BJ) float32: the 3x3 convolution (padding 1) of ``x * s`` at pixels (h, w), output channels j."""
+        acc = tl.zeros((BP, BJ), dtype=tl.float32)
+        x_img = x_ptr + n.to(tl.int64) * sxn
+        jmask = j < COUT
+        for k0 in range(0, CIN, BK):
+            k = k0 + tl.arange(0, BK)
+            kmask = k < CIN
+            s = tl.load(s_ptr + n * CIN + k, mask=kmask, other=0.0).to(tl.float32)
+            for t in range(9):
+                hh = h + (t // 3 - 1)
+                ww = w + (t % 3 - 1)
+                inside = pmask & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
+                xt = tl.load(x_img + hh[:, None] * sxh + ww[:, None] * sxw + k[None, :] * sxc,
+                             mask=inside[:, None] & kmask[None, :], other=0.0)
+                # the modulated input, rounded to the taps' dtype as the unfused path's product is
+                xs = _cast(xt.to(tl.float32) * s[None, :], w_ptr.dtype.element_ty, DOT_F32)
+                wt = tl.load(w_ptr + t * CIN * COUT + k[:, None] * COUT + j[None, :],
+                             mask=kmask[:, None] & jmask[None, :], other=0.0)
+                acc += _dot(xs, wt, DOT_F32)
+        return acc
+
+    @triton.jit
+    def _output_places(j, h, w, COUT, UP: tl.constexpr):
+        """Output channel o and the output pixel (oh, ow) of conv channel j at conv pixel (h, w).
+
+        With UP, conv channel j = 4 o + 2 py + px is pixel-shuffled to (2 h + py, 2 w + px).
+        """
+        if UP:
+            o = j // 4
+            oh = 2 * h[:, None] + ((j // 2) % 2)[None, :]
+            ow = 2 * w[:, None] + (j % 2)[None, :]
+        else:
+            o = j
+            oh = h[:, None] + 0 * j[None, :]
+            ow = w[:, None] + 0 * j[None, :]
+        return o, oh, ow
+
+    @triton.jit
+    def _pre_activation(acc, scale_ptr, bias_ptr, noise_ptr, n, o, oh, ow, mask, jmask, WO, COUT_OUT):
+        """The pre-activation acc * scale[n, o] + bias[o] + noise[oh, ow] (the gain sqrt(2) is in all three)."""
+        scale = tl.load(scale_ptr + n * COUT_OUT + o, mask=jmask, other=0.0)
+        bias = tl.load(bias_ptr + o, mask=jmask, other=0.0)
+        noise = tl.load(noise_ptr + oh * WO + ow, mask=mask, other=0.0)
+        return acc * scale[None, :] + bias[None, :] + noise, scale
+
+    @triton.jit
+    def _styled_forward_kernel(x_ptr, s_ptr, w_ptr, scale_ptr, bias_ptr, noise_ptr, y_ptr,
+                               H, W, CIN, COUT, COUT_OUT, clamp,
+                               sxn, sxc, sxh, sxw, syn, syc, syh, syw,
+                               UP: tl.constexpr, CLAMP: tl.constexpr,
+                               BP: tl.constexpr, BK: tl.constexpr, BJ: tl.constexpr, DOT_F32: tl.constexpr):
+        pid_p, n, pid_j = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        p = pid_p * BP + tl.arange(0, BP)
+        pmask = p < H * W
+        h, w = p // W, p % W
+        j = pid_j * BJ + tl.arange(0, BJ)
+        jmask = j < COUT
+        acc = _modulated_conv_tile(x_ptr, s_ptr, w_ptr, n, h, w, pmask, j, H, W, CIN, COUT,
+                                   sxn, sxc, sxh, sxw, BP, BK, BJ, DOT_F32)
+        o, oh, ow = _output_places(j, h, w, COUT, UP)
+        mask = pmask[:, None] & jmask[None, :]
+        z, _ = _pre_activation(acc, scale_ptr, bias_ptr, noise_ptr, n, o, oh, ow, mask, jmask, W * (1 + UP), COUT_OUT)
+        y = tl.where(z > 0, z, z * 0.2)
+        if CLAMP:
+            y = tl.minimum(tl.maximum(y, -clamp), clamp)
+        tl.store(y_ptr + n.to(tl.int64) * syn + o[None, :] * syc + oh * syh + ow * syw,
+                 _cast(y, y_ptr.dtype.element_ty, DOT_F32), mask=mask)
+
+    @triton.jit
+    def _styled_output_grad_kernel(x_ptr, s_ptr, w_ptr, scale_ptr, bias_ptr, noise_ptr, gy_ptr, gz_ptr,
+                                   gscale_ptr, H, W, CIN, COUT, COUT_OUT, clamp,
+                                   sxn, sxc, sxh, sxw, sgn, sgc, sgh, sgw,
+                                   UP: tl.constexpr, CLAMP: tl.constexpr,
+                                   BP: tl.constexpr, BK: tl.constexpr, BJ: tl.constexpr, DOT_F32: tl.constexpr):
+        pid_p, n, pid_j = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        p = pid_p * BP + tl.arange(0, BP)
+        pmask = p < H * W
+        h, w = p // W, p % W
+        j = pid_j * BJ + tl.arange(0, BJ)
+        jmask = j < COUT
+        acc = _modulated_conv_tile(x_ptr, s_ptr, w_ptr, n, h, w, pmask, j, H, W, CIN, COUT,
+                                   sxn, sxc, sxh, sxw, BP, BK, BJ, DOT_F32)
+        o, oh, ow = _output_places(j, h, w, COUT, UP)
+        mask = pmask[:, None] & jmask[None, :]
+        z, scale = _pre_activation(acc, scale_ptr, bias_ptr, noise_ptr, n, o, oh, ow, mask, jmask, W * (1 + UP),
+                                   COUT_OUT)
+        gy = tl.load(gy_ptr + n.to(tl.int64) * sgn + o[None, :] * sgc + oh * sgh + ow * sgw, mask=mask, other=0.0)
+        # the leaky ReLU's derivative, rounded in gy's dtype as torch's leaky_relu_backward is
+        gz = tl.where(z > 0, gy, _cast(gy.to(tl.float32) * 0.2, gy.dtype, DOT_F32)).to(tl.float32)
+        if CLAMP:
+            y = tl.where(z > 0, z, z * 0.2)
+            gz = tl.where((y < clamp) & (y > -clamp), gz, 0.0)
+        gz = tl.where(mask, gz, 0.0)
+        # dL/dscale[n, j] over this tile's pixels; the tiles' rows are added by torch
+        tl.store(gscale_ptr + (n.to(tl.int64) * tl.num_programs(0) + pid_p) * COUT + j, tl.sum(gz * acc, axis=0),
+                 mask=jmask)
+        # dL/d(conv output), stored (N, H, W, C_out') at the convolution's own pixels
+        tl.store(gz_ptr + (n.to(tl.int64) * H * W + p[:, None]) * COUT + j[None, :],
+                 _cast(gz * scale[None, :], gz_ptr.dtype.element_ty, DOT_F32), mask=mask)
+
+    @triton.jit
+    def _styled_input_grad_kernel(gz_ptr, x_ptr, s_ptr, w_ptr, gx_ptr, gs_ptr, H, W, CIN, COUT,
+                                  sxn, sxc, sxh, sxw, sgn, sgc, sgh, sgw,
+                                  BP: tl.constexpr, BK: tl.constexpr, BJ: tl.constexpr, DOT_F32: tl.constexpr):
+        pid_p, n, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        p = pid_p * BP + tl.arange(0, BP)
+        pmask = p < H * W
+        h, w = p // W, p % W
+        k = pid_k * BK + tl.arange(0, BK)
+        kmask = k < CIN
+        acc = tl.zeros((BP, BK), dtype=tl.float32)
+        gz_img = gz_ptr + n.to(tl.int64) * H * W * COUT
+        for j0 in range(0, COUT, BJ):
+            j = j0 + tl.arange(0, BJ)
+            jmask = j < COUT
+            for t in range(9):  # the adjoint of out(p) = sum_t in(p + d_t) W_t: in'(q) = sum_t out'(q - d_t) W_t^T
+                hh = h - (t // 3 - 1)
+                ww = w - (t % 3 - 1)
+                inside = pmask & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
+                g = tl.load(gz_img + (hh[:, None] * W + ww[:, None]) * COUT + j[None, :],
+                            mask=inside[:, None] & jmask[None, :], other=0.0)
+                wt = tl.load(w_ptr + t * CIN * COUT + k[None, :] * COUT + j[:, None],
+                             mask=kmask[None, :] & jmask[:, None], other=0.0)
+                acc += _dot(g, wt, DOT_F32)
+        mask = pmask[:, None] & kmask[None, :]
+        x = tl.load(x_ptr + n.to(tl.int64) * sxn + k[None, :] * sxc + h[:, None] * sxh + w[:, None] * sxw,
+                    mask=mask, other=0.0).to(tl.float32)
+        tl.store(gs_ptr + (n.to(tl.int64) * tl.num_programs(0) + pid_p) * CIN + k, tl.sum(acc * x, axis=0),
+                 mask=kmask)
+        s = tl.load(s_ptr + n * CIN + k, mask=kmask, other=0.0).to(tl.float32)
+        tl.store(gx_ptr + n.to(tl.int64) * sgn + k[None, :] * sgc + h[:, None] * sgh + w[:, None] * sgw,
+                 _cast(acc * s[None, :], gx_ptr.dtype.element_ty, DOT_F32), mask=mask)
+
+    def _blocks(h: int, w: int, c_in: int, c_out: int) -> tuple[int, int, int]:
+        """Tile sizes: pixels, input channels, output channels (powers of two, at least 16 for tl.dot)."""
+        bp = max(16, min(64, triton.next_power_of_2(h * w)))
+        bk = max(16, min(32, triton.next_power_of_2(c_in)))
+        bj = max(16, min(64, triton.next_power_of_2(c_out)))
+        return bp, bk, bj
+
+    def _clamp_flag(clamp: float) -> bool:
+        return clamp > 0
+
+    @triton_op("bench::styled_conv", mutates_args=())
+    def styled_conv(x: torch.Tensor, style: torch.Tensor, taps: torch.Tensor, scale: torch.Tensor,
+                    bias: torch.Tensor, noise: torch.Tensor, up: bool, clamp: float) -> torch.Tensor:
+        """``clamp(lrelu(conv(x * style, taps) * scale + bias + noise))``: see the module's docstring.
+
+        x (N, C_in, H, W); style (N, C_in) float32; taps (9, C_in, C_out') from :func:`weight_taps`, C_out' =
+        C_out (4 C_out with ``up``); scale (N, C_out), bias (C_out,) and noise (H_out, W_out) float32, the
+        gain sqrt(2) in each; clamp 0 for none. Returns (N, C_out, H_out, W_out) in x's dtype and memory format.
+        """
+        n, c_in, h, w = x.shape
+        c_conv = taps.shape[2]
+        c_out = c_conv // 4 if up else c_conv
+        scale_up = 2 if up else 1
+        y = torch.empty((n, c_out, h * scale_up, w * scale_up), dtype=x.dtype, device=x.device,
+                        memory_format=_memory_format(x))
+        bp, bk, bj = _blocks(h, w, c_in, c_conv)
+        grid = (triton.cdiv(h * w, bp), n, triton.cdiv(c_conv, bj))
+        wrap_triton(_styled_forward_kernel)[grid](
+            x, style, taps, scale, bias, noise, y, h, w, c_in, c_conv, c_out, clamp,
+            *x.stride(), *y.stride(), UP=up, CLAMP=_clamp_flag(clamp), BP=bp, BK=bk, BJ=bj, DOT_F32=INTERPRET)
+        return y
+
+    @triton_op("bench::styled_conv_backward", mutates_args=())
+    def styled_conv_backward(gy: torch.Tensor, x: torch.Tensor, style: torch.Tensor, taps: torch.Tensor,
+                             scale: torch.Tensor, bias: torch.Tensor, noise: torch.Tensor, up: bool,
+                             clamp: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(dL/dx, dL/dstyle, dL/dscale) of :func:`styled_conv` for the output gradient ``gy``."""
+        n, c_in, h, w = x.shape
+        c_conv = taps.shape[2]
+        c_out = c_conv // 4 if up else c_conv
+        bp, bk, bj = _blocks(h, w, c_in, c_conv)
+        tiles = triton.cdiv(h * w, bp)
+        gz = torch.empty((n, h, w, c_conv), dtype=taps.dtype, device=x.device)
+        g_scale = torch.empty((n, tiles, c_conv), dtype=torch.float32, device=x.device)
+        wrap_triton(_styled_output_grad_kernel)[(tiles, n, triton.cdiv(c_conv, bj))](
+            x, style, taps, scale, bias, noise, gy, gz, g_scale, h, w, c_in, c_conv, c_out, clamp,
+            *x.stride(), *gy.stride(), UP=up, CLAMP=_clamp_flag(clamp), BP=bp, BK=bk, BJ=bj, DOT_F32=INTERPRET)
+        g_x = torch.empty_like(x)
+        g_style = torch.empty((n, tiles, c_in), dtype=torch.float32, device=x.device)
+        wrap_triton(_styled_input_grad_kernel)[(tiles, n, triton.cdiv(c_in, bk))](
+            gz, x, style, taps, g_x, g_style, h, w, c_in, c_conv, *x.stride(), *g_x.stride(),
+            BP=bp, BK=bk, BJ=bj, DOT_F32=INTERPRET)
+        g_scale = g_scale.sum(1)
+        if up:  # the four phases of each output channel
+            g_scale = g_scale.view(n, c_out, 4).sum(2)
+        return g_x, g_style.sum(1), g_scale
+
+    def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
+        x, style, taps, scale, bias, noise, up, clamp = inputs
+        ctx.save_for_backward(x, style, taps, scale, bias, noise)
+        ctx.up, ctx.clamp = up, clamp
+
+    def _backward(ctx, gy):  # noqa: ANN001, ANN202
+        x, style, taps, scale, bias, noise = ctx.saved_tensors
+        g_x, g_style, g_scale = styled_conv_backward(gy, x, style, taps, scale, bias, noise, ctx.up, ctx.clamp)
+        return g_x, g_style.to(style.dtype), None, g_scale.to(scale.dtype), None, None, None, None
+
+    styled_conv.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format

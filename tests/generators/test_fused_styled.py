@@ -1,0 +1,196 @@
+"""The fused Triton styled convolution (``bench.generators.fused_styled``, ``BENCH_FUSED_STYLED=1``).
+
+Its kernels run on CUDA, or on the CPU under Triton's interpreter (``TRITON_INTERPRET=1``, read when Triton
+compiles, so before ``fused_styled`` is imported). On the CPU without it, ``test_runs_under_the_interpreter``
+runs this file again in a child process with the interpreter on; the other tests then run there.
+
+References: the unfused frozen layer (``layers.StyledConvFn``, itself checked against plain autograd and a
+naive float64 StyleGAN2 in test_lean_backward.py), in float32 to float rounding; and under bf16, a float64
+evaluation of the same layer on the same bf16 inputs, against which the fused path must be about as accurate
+as the unfused one (a wrong index or a missing term gives errors of the size of the values themselves).
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.generators import fused_styled, layers
+from bench.generators.layers import StyledConv
+from tests.generators.test_stylegan2 import random_generator
+
+INTERPRETED = fused_styled.INTERPRET and fused_styled.AVAILABLE
+needs_kernels = pytest.mark.skipif(not INTERPRETED, reason="the CPU runs the kernels under TRITON_INTERPRET=1 only")
+# (upsample, C_in, C_out, side of the input, clamp): odd sides and channel counts leave partial tiles
+CASES = [(False, 16, 32, 8, None), (False, 48, 16, 5, 0.5), (True, 32, 16, 5, None), (True, 16, 48, 4, 0.4)]
+
+
+@pytest.fixture
+def fused(monkeypatch):
+    """Switch the fused path on, count its calls, and run up-convolutions in the polyphase form it takes."""
+    calls = []
+    op = fused_styled.styled_conv
+
+    def counted(*args):
+        calls.append(args[6])
+        return op(*args)
+
+    monkeypatch.setattr(fused_styled, "styled_conv", counted)
+    monkeypatch.setattr(layers, "UPCONV", "polyphase")
+
+    def set_enabled(on):
+        monkeypatch.setattr(fused_styled, "ENABLED", on)
+        return calls
+
+    return set_enabled
+
+
+def _layer(upsample, c_in, c_out, clamp, dtype=torch.float32, seed=0):
+    torch.manual_seed(seed)
+    layer = StyledConv(c_in, c_out, 8, upsample=upsample, clamp=clamp).to(dtype)
+    with torch.no_grad():
+        layer.activate.bias.normal_(0, 0.5)
+        layer.noise.weight.fill_(0.3)
+    return layer.requires_grad_(False)
+
+
+def _run(layer, x, w, noise, g, autocast=False):
+    x, w = x.detach().requires_grad_(True), w.detach().requires_grad_(True)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+        y = layer(x, w, noise)
+    gx, gw = torch.autograd.grad(y, (x, w), g.to(y.dtype))
+    return [t.double() for t in (y, gx, gw)]
+
+
+def _inputs(upsample, c_in, side, device="cpu", dtype=torch.float32, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    out = side * (2 if upsample else 1)
+    x = torch.randn(3, c_in, side, side, generator=gen).to(device, dtype).contiguous(memory_format=torch.channels_last)
+    return x, torch.randn(3, 8, generator=gen).to(device), torch.randn(1, 1, out, out, generator=gen).to(device)
+
+
+@needs_kernels
+@pytest.mark.parametrize(("upsample", "c_in", "c_out", "side", "clamp"), CASES)
+def test_fused_layer_matches_the_unfused_one_in_float32(fused, upsample, c_in, c_out, side, clamp):
+    layer = _layer(upsample, c_in, c_out, clamp)
+    x, w, noise = _inputs(upsample, c_in, side)
+    g = torch.randn(3, c_out, side * (1 + upsample), side * (1 + upsample))
+    calls = fused(False)
+    ref = _run(layer, x, w, noise, g)
+    fused(True)
+    got = _run(layer, x, w, noise, g)
+    assert calls == [upsample]
+    for name, a, b in zip(("y", "dL/dx", "dL/dw"), got, ref, strict=True):
+        torch.testing.assert_close(a, b, atol=2e-5 * b.abs().max().item(), rtol=1e-5, msg=name)
+
+
+def _accuracy_against_float64(layer, x, w, noise, g, fused):
+    """Median and mean |error| of (y, dL/dx, dL/dw) under bf16 autocast, unfused and fused, against float64."""
+    fused(False)
+    ref = _run(layer.double(), x.double(), w.double(), noise.double(), g.double())
+    layer.float()
+    errors = {}
+    for on in (False, True):
+        fused(on)
+        got = _run(layer, x, w, noise, g, autocast=True)
+        errors[on] = [((a - b).abs().median().item(), (a - b).abs().mean().item(), b.abs().max().item())
+                      for a, b in zip(got, ref, strict=True)]
+    return errors
+
+
+def _assert_as_accurate(errors):
+    """The fused path's errors are at most twice the unfused one's, or within 0.2 % (median) / 2 % (mean) of the
+    largest value.
+
+    Under bf16 a pre-activation next to zero or to the clamp can take the other side of it, which changes the
+    derivative there and the input gradient at all nine neighbours: one such element in the clamp case moves
+    dL/dx's mean error to six times the unfused path's (which had none there), and dL/dw's (24 sums) by 1.7 %
+    of its size. A wrong index or a missing term gives errors of about the values' own size.
+    """
+    for name, (unf_median, unf_mean, size), (fus_median, fus_mean, _) in zip(
+            ("y", "dL/dx", "dL/dw"), errors[False], errors[True], strict=True):
+        assert fus_median <= 2 * unf_median + 2e-3 * size, (name, errors)
+        assert fus_mean <= 2 * unf_mean + 2e-2 * size, (name, errors)
+
+
+@needs_kernels
+@pytest.mark.parametrize(("upsample", "c_in", "c_out", "side", "clamp"), CASES)
+def test_fused_layer_under_bf16_is_as_accurate_as_the_unfused_one(fused, upsample, c_in, c_out, side, clamp):
+    layer = _layer(upsample, c_in, c_out, clamp)
+    x, w, noise = _inputs(upsample, c_in, side, dtype=torch.bfloat16)
+    g = torch.randn(3, c_out, side * (1 + upsample), side * (1 + upsample)).bfloat16()
+    calls = fused(False)
+    _assert_as_accurate(_accuracy_against_float64(layer, x, w, noise, g, fused))
+    assert calls == [upsample]
+
+
+@needs_kernels
+def test_fused_generator_matches_the_unfused_one(fused):
+    """A whole frozen generator (constant input expanded over the batch, skips, RGB layers): W+ gradients."""
+    gen = random_generator(resolution=16, w_dim=16, channels={4: 32, 8: 32, 16: 16}).requires_grad_(False)
+    gen.channels_last = True
+    ws = gen.w_avg + 0.5 * torch.randn(2, gen.num_ws, 16, generator=torch.Generator().manual_seed(3))
+    out = []
+    for on in (False, True):
+        calls = fused(on)
+        w = ws.clone().requires_grad_(True)
+        img = gen.synthesis(w)
+        (grad,) = torch.autograd.grad((img * torch.linspace(-1, 1, img.numel()).view(img.shape)).sum(), w)
+        out.append((img, grad))
+    assert len(calls) == 5  # conv1 at 4 px, then an up-convolution and a plain one at 8 and 16 px
+    torch.testing.assert_close(out[1][0], out[0][0], atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(out[1][1], out[0][1], atol=2e-5 * out[0][1].abs().max().item(), rtol=1e-5)
+
+
+def test_fused_path_is_off_by_default_and_for_unsupported_layers():
+    if os.environ.get("BENCH_FUSED_STYLED") is None:
+        assert not fused_styled.ENABLED
+    x = torch.zeros(1, 16, 4, 4)
+    for mode in ("two-step", "transposed", "stencil"):
+        assert not fused_styled.supported(x, torch.float32, 16, 16, 3, mode)
+    assert not fused_styled.supported(x, torch.float32, 16, 16, 1, "plain")  # 1x1 (the RGB layers)
+
+
+@pytest.mark.skipif(INTERPRETED or not fused_styled.AVAILABLE or torch.cuda.is_available(),
+                    reason="runs the kernels' tests under the interpreter from a CPU session without it")
+def test_runs_under_the_interpreter():
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    args = ["-q", "-p", "no:cacheprovider", "-m", "not gpu", "-k", "not test_runs_under_the_interpreter"]
+    proc = subprocess.run([sys.executable, "-m", "pytest", *args, str(Path(__file__))], env=env, capture_output=True,
+                          text=True, timeout=900, cwd=Path(__file__).resolve().parents[2], check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "skipped" not in proc.stdout.splitlines()[-1], proc.stdout[-2000:]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("upsample", "c_in", "c_out", "side", "clamp"), CASES + [(True, 64, 32, 32, None)])
+def test_fused_layer_on_cuda_is_as_accurate_as_the_unfused_one(fused, upsample, c_in, c_out, side, clamp):
+    layer = _layer(upsample, c_in, c_out, clamp).cuda()
+    x, w, noise = _inputs(upsample, c_in, side, device="cuda", dtype=torch.bfloat16)
+    g = torch.randn(3, c_out, side * (1 + upsample), side * (1 + upsample), device="cuda").bfloat16()
+    calls = fused(False)
+    _assert_as_accurate(_accuracy_against_float64(layer, x, w, noise, g, fused))
+    assert calls == [upsample]
+
+
+@pytest.mark.gpu
+def test_fused_generator_compiles_on_cuda(fused):
+    """Inside a compiled graph (dynamic batch), the kernels give the eager fused path's result and gradient."""
+    gen = random_generator(resolution=32, w_dim=32, channels={4: 64, 8: 64, 16: 32, 32: 16}).cuda()
+    gen.requires_grad_(False).channels_last = True
+    ws = gen.w_avg + 0.5 * torch.randn(4, gen.num_ws, 32, device="cuda")
+    calls = fused(True)
+
+    def step(w):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            img = gen.synthesis(w)
+        return img, torch.autograd.grad(img.square().mean(), w)[0]
+
+    eager = step(ws.clone().requires_grad_(True))
+    assert calls
+    compiled = torch.compile(step, dynamic=True)(ws.clone().requires_grad_(True))
+    for a, b in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-2 * b.abs().max().item(), rtol=1e-2)
