@@ -94,7 +94,7 @@ if AVAILABLE:
             k = k0 + tl.arange(0, BK)
             kmask = k < CIN
             s = tl.load(s_ptr + n * CIN + k, mask=kmask, other=0.0).to(tl.float32)
-            for t in range(9):
+            for t in tl.static_range(9):
                 hh = h + (t // 3 - 1)
                 ww = w + (t % 3 - 1)
                 inside = pmask & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
@@ -201,7 +201,8 @@ if AVAILABLE:
         for j0 in range(0, COUT, BJ):
             j = j0 + tl.arange(0, BJ)
             jmask = j < COUT
-            for t in range(9):  # the adjoint of out(p) = sum_t in(p + d_t) W_t: in'(q) = sum_t out'(q - d_t) W_t^T
+            # the adjoint of out(p) = sum_t in(p + d_t) W_t is in'(q) = sum_t out'(q - d_t) W_t^T
+            for t in tl.static_range(9):
                 hh = h - (t // 3 - 1)
                 ww = w - (t % 3 - 1)
                 inside = pmask & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
@@ -220,16 +221,43 @@ if AVAILABLE:
                  _cast(acc * s[None, :], gx_ptr.dtype.element_ty, DOT_F32), mask=mask)
 
     def _blocks(h: int, w: int, c_in: int, c_out: int) -> tuple[int, int, int]:
-        """Tile sizes: pixels, input channels, output channels (powers of two, at least 16 for tl.dot)."""
-        bp = max(16, min(64, triton.next_power_of_2(h * w)))
+        """Tile sizes: pixels, input channels, output channels (powers of two, at least 16 for tl.dot).
+
+        Narrow layers get more pixels per program, so that each program's tile holds about 8k elements.
+        """
         bk = max(16, min(32, triton.next_power_of_2(c_in)))
         bj = max(16, min(64, triton.next_power_of_2(c_out)))
+        bp = max(16, min(256, 8192 // max(bk, bj), triton.next_power_of_2(h * w)))
         return bp, bk, bj
 
-    def _clamp_flag(clamp: float) -> bool:
-        return clamp > 0
+    def _custom_op(name: str, fake):  # noqa: ANN001, ANN202
+        """Register the decorated function as the op ``bench::name``, for Triton or for its interpreter.
 
-    @triton_op("bench::styled_conv", mutates_args=())
+        On CUDA a Triton op, whose kernels Inductor sees. Under the interpreter, whose kernels cannot be traced,
+        an opaque op with ``fake`` for its output shapes.
+
+        Compiled under the interpreter, each op counts as one external kernel that reads its inputs and writes
+        its outputs once: the bytes these kernels move (``scripts/compiled_traffic.py``).
+        """
+        def register(fn):  # noqa: ANN001, ANN202
+            if not INTERPRET:
+                return triton_op(f"bench::{name}", fn, mutates_args=())
+            op = torch.library.custom_op(f"bench::{name}", fn, mutates_args=())
+            op.register_fake(fake)
+            return op
+
+        return register
+
+    def _conv_shapes(x: torch.Tensor, taps: torch.Tensor, up: bool) -> tuple[int, ...]:
+        n, c_in, h, w = x.shape
+        c_conv = taps.shape[2]
+        return n, c_in, h, w, c_conv, c_conv // 4 if up else c_conv
+
+    def _styled_conv_fake(x, style, taps, scale, bias, noise, up, clamp):  # noqa: ANN001, ANN202
+        n, _, h, w, _, c_out = _conv_shapes(x, taps, up)
+        return x.new_empty((n, c_out, h * (1 + up), w * (1 + up))).contiguous(memory_format=_memory_format(x))
+
+    @_custom_op("styled_conv", _styled_conv_fake)
     def styled_conv(x: torch.Tensor, style: torch.Tensor, taps: torch.Tensor, scale: torch.Tensor,
                     bias: torch.Tensor, noise: torch.Tensor, up: bool, clamp: float) -> torch.Tensor:
         """``clamp(lrelu(conv(x * style, taps) * scale + bias + noise))``: see the module's docstring.
@@ -238,43 +266,54 @@ if AVAILABLE:
         C_out (4 C_out with ``up``); scale (N, C_out), bias (C_out,) and noise (H_out, W_out) float32, the
         gain sqrt(2) in each; clamp 0 for none. Returns (N, C_out, H_out, W_out) in x's dtype and memory format.
         """
-        n, c_in, h, w = x.shape
-        c_conv = taps.shape[2]
-        c_out = c_conv // 4 if up else c_conv
-        scale_up = 2 if up else 1
-        y = torch.empty((n, c_out, h * scale_up, w * scale_up), dtype=x.dtype, device=x.device,
+        n, c_in, h, w, c_conv, c_out = _conv_shapes(x, taps, up)
+        y = torch.empty((n, c_out, h * (1 + up), w * (1 + up)), dtype=x.dtype, device=x.device,
                         memory_format=_memory_format(x))
         bp, bk, bj = _blocks(h, w, c_in, c_conv)
         grid = (triton.cdiv(h * w, bp), n, triton.cdiv(c_conv, bj))
         wrap_triton(_styled_forward_kernel)[grid](
             x, style, taps, scale, bias, noise, y, h, w, c_in, c_conv, c_out, clamp,
-            *x.stride(), *y.stride(), UP=up, CLAMP=_clamp_flag(clamp), BP=bp, BK=bk, BJ=bj, DOT_F32=INTERPRET)
+            *x.stride(), *y.stride(), UP=up, CLAMP=clamp > 0, BP=bp, BK=bk, BJ=bj, DOT_F32=INTERPRET)
         return y
 
-    @triton_op("bench::styled_conv_backward", mutates_args=())
-    def styled_conv_backward(gy: torch.Tensor, x: torch.Tensor, style: torch.Tensor, taps: torch.Tensor,
-                             scale: torch.Tensor, bias: torch.Tensor, noise: torch.Tensor, up: bool,
-                             clamp: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(dL/dx, dL/dstyle, dL/dscale) of :func:`styled_conv` for the output gradient ``gy``."""
-        n, c_in, h, w = x.shape
-        c_conv = taps.shape[2]
-        c_out = c_conv // 4 if up else c_conv
+    def _output_grad_fake(gy, x, style, taps, scale, bias, noise, up, clamp):  # noqa: ANN001, ANN202
+        n, _, h, w, c_conv, c_out = _conv_shapes(x, taps, up)
+        return taps.new_empty((n, h, w, c_conv)), scale.new_empty((n, c_out))
+
+    @_custom_op("styled_conv_output_grad", _output_grad_fake)
+    def styled_conv_output_grad(gy: torch.Tensor, x: torch.Tensor, style: torch.Tensor, taps: torch.Tensor,
+                                scale: torch.Tensor, bias: torch.Tensor, noise: torch.Tensor, up: bool,
+                                clamp: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The gradient at the convolution's output, (N, H, W, C_out') in the taps' dtype, and dL/dscale."""
+        n, c_in, h, w, c_conv, c_out = _conv_shapes(x, taps, up)
         bp, bk, bj = _blocks(h, w, c_in, c_conv)
         tiles = triton.cdiv(h * w, bp)
         gz = torch.empty((n, h, w, c_conv), dtype=taps.dtype, device=x.device)
         g_scale = torch.empty((n, tiles, c_conv), dtype=torch.float32, device=x.device)
         wrap_triton(_styled_output_grad_kernel)[(tiles, n, triton.cdiv(c_conv, bj))](
             x, style, taps, scale, bias, noise, gy, gz, g_scale, h, w, c_in, c_conv, c_out, clamp,
-            *x.stride(), *gy.stride(), UP=up, CLAMP=_clamp_flag(clamp), BP=bp, BK=bk, BJ=bj, DOT_F32=INTERPRET)
+            *x.stride(), *gy.stride(), UP=up, CLAMP=clamp > 0, BP=bp, BK=bk, BJ=bj, DOT_F32=INTERPRET)
+        g_scale = g_scale.sum(1)
+        if up:  # the four phases of each output channel
+            g_scale = g_scale.view(n, c_out, 4).sum(2)
+        return gz, g_scale
+
+    def _input_grad_fake(gz, x, style, taps):  # noqa: ANN001, ANN202
+        return torch.empty_like(x), style.new_empty(style.shape, dtype=torch.float32)
+
+    @_custom_op("styled_conv_input_grad", _input_grad_fake)
+    def styled_conv_input_grad(gz: torch.Tensor, x: torch.Tensor, style: torch.Tensor,
+                               taps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """dL/dx and dL/dstyle from the gradient at the convolution's output."""
+        n, c_in, h, w, c_conv, _ = _conv_shapes(x, taps, False)
+        bp, bk, bj = _blocks(h, w, c_in, c_conv)
+        tiles = triton.cdiv(h * w, bp)
         g_x = torch.empty_like(x)
         g_style = torch.empty((n, tiles, c_in), dtype=torch.float32, device=x.device)
         wrap_triton(_styled_input_grad_kernel)[(tiles, n, triton.cdiv(c_in, bk))](
             gz, x, style, taps, g_x, g_style, h, w, c_in, c_conv, *x.stride(), *g_x.stride(),
             BP=bp, BK=bk, BJ=bj, DOT_F32=INTERPRET)
-        g_scale = g_scale.sum(1)
-        if up:  # the four phases of each output channel
-            g_scale = g_scale.view(n, c_out, 4).sum(2)
-        return g_x, g_style.sum(1), g_scale
+        return g_x, g_style.sum(1)
 
     def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
         x, style, taps, scale, bias, noise, up, clamp = inputs
@@ -283,7 +322,8 @@ if AVAILABLE:
 
     def _backward(ctx, gy):  # noqa: ANN001, ANN202
         x, style, taps, scale, bias, noise = ctx.saved_tensors
-        g_x, g_style, g_scale = styled_conv_backward(gy, x, style, taps, scale, bias, noise, ctx.up, ctx.clamp)
+        gz, g_scale = styled_conv_output_grad(gy, x, style, taps, scale, bias, noise, ctx.up, ctx.clamp)
+        g_x, g_style = styled_conv_input_grad(gz, x, style, taps)
         return g_x, g_style.to(style.dtype), None, g_scale.to(scale.dtype), None, None, None, None
 
     styled_conv.register_autograd(_backward, setup_context=_setup_context)

@@ -24,8 +24,10 @@ from tests.generators.test_stylegan2 import random_generator
 
 INTERPRETED = fused_styled.INTERPRET and fused_styled.AVAILABLE
 needs_kernels = pytest.mark.skipif(not INTERPRETED, reason="the CPU runs the kernels under TRITON_INTERPRET=1 only")
-# (upsample, C_in, C_out, side of the input, clamp): odd sides and channel counts leave partial tiles
-CASES = [(False, 16, 32, 8, None), (False, 48, 16, 5, 0.5), (True, 32, 16, 5, None), (True, 16, 48, 4, 0.4)]
+# (upsample, C_in, C_out, side of the input, clamp): odd sides and channel counts leave partial tiles; 17 px
+# makes two tiles of 256 pixels, whose sums are added
+CASES = [(False, 16, 32, 8, None), (False, 16, 16, 17, None), (False, 48, 16, 5, 0.5), (True, 32, 16, 5, None),
+         (True, 16, 48, 4, 0.4)]
 
 
 @pytest.fixture
