@@ -41,6 +41,7 @@ import torch
 
 from bench.choices import PRECISION_CHOICES, PRECISIONS  # torch-free, so that the CLI starts fast
 from bench.compiling import set_compiled
+from bench.generators import fused_styled
 
 # --compile auto: compile a method whose run is at least this many pixel-steps (images x steps x pixels per
 # image). Compiling costs about a minute and saves 40-50 % of an eager step (1.86x on the 256 px world, 1.6x
@@ -67,8 +68,10 @@ class Accel:
 
     @property
     def label(self) -> str:
-        """e.g. ``bf16, channels-last``."""
-        return ", ".join([self.precision] + ["channels-last"] * self.channels_last + ["compiled"] * self.compile)
+        """e.g. ``bf16, channels-last``; with the experimental fused styled convolutions switched on, says so."""
+        fused = fused_styled.ENABLED and self.precision == "bf16"  # where they run (bf16 on CUDA)
+        return ", ".join([self.precision] + ["channels-last"] * self.channels_last + ["compiled"] * self.compile
+                         + ["fused styled convolutions (BENCH_FUSED_STYLED=1)"] * fused)
 
     @contextlib.contextmanager
     def context(self, device: torch.device) -> Iterator[None]:

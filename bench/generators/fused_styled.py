@@ -34,15 +34,16 @@ import os
 
 import torch
 
-try:
-    import triton
-    import triton.language as tl
-    from torch.library import triton_op, wrap_triton
-except ImportError:  # pragma: no cover - torch's CUDA wheels bring Triton; without it the option is off
-    triton = None
-
 ENABLED = os.environ.get("BENCH_FUSED_STYLED", "0") == "1"
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+triton = None
+if ENABLED or INTERPRET:  # Triton is imported (about 70 ms) only where the kernels may run
+    try:
+        import triton
+        import triton.language as tl
+        from torch.library import triton_op, wrap_triton
+    except ImportError:  # pragma: no cover - torch's CUDA wheels bring Triton; without it the option is off
+        triton = None
 AVAILABLE = triton is not None
 NEGATIVE_SLOPE = 0.2
 
