@@ -58,6 +58,15 @@ def supported(x: torch.Tensor, compute_dtype: torch.dtype, in_ch: int, out_ch: i
     return INTERPRET and x.device.type == "cpu" and compute_dtype in (torch.bfloat16, torch.float32)
 
 
+def rgb_supported(x: torch.Tensor) -> bool:
+    """Whether a frozen RGB layer on ``x`` (bf16 on CUDA, or under the interpreter) runs as :func:`modulated_rgb`."""
+    if not (ENABLED and AVAILABLE):
+        return False
+    if x.is_cuda:
+        return x.dtype == torch.bfloat16
+    return INTERPRET and x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float32)
+
+
 def weight_taps(weight: torch.Tensor) -> torch.Tensor:
     """A conv weight (C_out', C_in, 3, 3) as taps (9, C_in, C_out'), contiguous: tap ``3 dy + dx``."""
     c_out, c_in = weight.shape[:2]
@@ -328,6 +337,108 @@ if AVAILABLE:
         return g_x, g_style.to(style.dtype), None, g_scale.to(scale.dtype), None, None, None, None
 
     styled_conv.register_autograd(_backward, setup_context=_setup_context)
+
+    @triton.jit
+    def _rgb_forward_kernel(x_ptr, s_ptr, w_ptr, out_ptr, HW, CIN, sxn, sxc, sxp, son, soc,
+                            BP: tl.constexpr, BK: tl.constexpr):
+        pid_p, n = tl.program_id(0), tl.program_id(1)
+        p = pid_p * BP + tl.arange(0, BP)
+        pmask = p < HW
+        acc0 = tl.zeros((BP,), dtype=tl.float32)
+        acc1 = tl.zeros((BP,), dtype=tl.float32)
+        acc2 = tl.zeros((BP,), dtype=tl.float32)
+        for k0 in range(0, CIN, BK):
+            k = k0 + tl.arange(0, BK)
+            kmask = k < CIN
+            x = tl.load(x_ptr + n.to(tl.int64) * sxn + p[:, None] * sxp + k[None, :] * sxc,
+                        mask=pmask[:, None] & kmask[None, :], other=0.0).to(tl.float32)
+            xs = x * tl.load(s_ptr + n * CIN + k, mask=kmask, other=0.0)[None, :]
+            acc0 += tl.sum(xs * tl.load(w_ptr + k, mask=kmask, other=0.0)[None, :], axis=1)
+            acc1 += tl.sum(xs * tl.load(w_ptr + CIN + k, mask=kmask, other=0.0)[None, :], axis=1)
+            acc2 += tl.sum(xs * tl.load(w_ptr + 2 * CIN + k, mask=kmask, other=0.0)[None, :], axis=1)
+        out = out_ptr + n.to(tl.int64) * son + p
+        tl.store(out, acc0, mask=pmask)
+        tl.store(out + soc, acc1, mask=pmask)
+        tl.store(out + 2 * soc, acc2, mask=pmask)
+
+    @triton.jit
+    def _rgb_backward_kernel(g_ptr, x_ptr, s_ptr, w_ptr, gx_ptr, gs_ptr, HW, CIN, sgn, sgc, sxn, sxc, sxp,
+                             BP: tl.constexpr, BK: tl.constexpr, DOT_F32: tl.constexpr):
+        pid_p, n, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        p = pid_p * BP + tl.arange(0, BP)
+        pmask = p < HW
+        k = pid_k * BK + tl.arange(0, BK)
+        kmask = k < CIN
+        g = g_ptr + n.to(tl.int64) * sgn + p
+        g0 = tl.load(g, mask=pmask, other=0.0)
+        g1 = tl.load(g + sgc, mask=pmask, other=0.0)
+        g2 = tl.load(g + 2 * sgc, mask=pmask, other=0.0)
+        gxs = (g0[:, None] * tl.load(w_ptr + k, mask=kmask, other=0.0)[None, :]
+               + g1[:, None] * tl.load(w_ptr + CIN + k, mask=kmask, other=0.0)[None, :]
+               + g2[:, None] * tl.load(w_ptr + 2 * CIN + k, mask=kmask, other=0.0)[None, :])
+        mask = pmask[:, None] & kmask[None, :]
+        offsets = n.to(tl.int64) * sxn + p[:, None] * sxp + k[None, :] * sxc
+        x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+        tl.store(gs_ptr + (n.to(tl.int64) * tl.num_programs(0) + pid_p) * CIN + k, tl.sum(gxs * x, axis=0),
+                 mask=kmask)
+        s = tl.load(s_ptr + n * CIN + k, mask=kmask, other=0.0)
+        tl.store(gx_ptr + offsets, _cast(gxs * s[None, :], gx_ptr.dtype.element_ty, DOT_F32), mask=mask)
+
+    def _rgb_blocks(hw: int, c_in: int) -> tuple[int, int]:
+        bk = min(64, triton.next_power_of_2(c_in))
+        return max(16, min(8192 // bk, triton.next_power_of_2(hw))), bk
+
+    def _pixel_stride(x: torch.Tensor) -> int:
+        """The stride of one pixel in x's flattened (H W) (C for channels-last, 1 for contiguous)."""
+        if x.stride(2) != x.stride(3) * x.shape[3] and x.shape[2] > 1:
+            raise ValueError(f"the RGB kernels need x's pixels in one stride, got strides {x.stride()}")
+        return x.stride(3)
+
+    def _modulated_rgb_fake(x, style, weight):  # noqa: ANN001, ANN202
+        return weight.new_empty((x.shape[0], 3, x.shape[2], x.shape[3]))
+
+    @_custom_op("modulated_rgb", _modulated_rgb_fake)
+    def modulated_rgb(x: torch.Tensor, style: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """The RGB layer's ``conv1x1(x * style, weight)`` in float32 from bf16 ``x``: (N, 3, H, W) float32.
+
+        x (N, C, H, W) with its pixels in one stride (channels-last or contiguous); style (N, C) and weight
+        (3, C) float32, contiguous. Each pixel's three sums run in float32 on the CUDA cores (3 K multiply-adds
+        a pixel), reading x once; the unfused path wrote x * style as a float32 copy for cuDNN to read.
+        """
+        n, c_in, h, w = x.shape
+        out = torch.empty((n, 3, h, w), dtype=weight.dtype, device=x.device)
+        bp, bk = _rgb_blocks(h * w, c_in)
+        wrap_triton(_rgb_forward_kernel)[(triton.cdiv(h * w, bp), n)](
+            x, style, weight, out, h * w, c_in, x.stride(0), x.stride(1), _pixel_stride(x), out.stride(0),
+            out.stride(1), BP=bp, BK=bk)
+        return out
+
+    def _rgb_backward_fake(g, x, style, weight):  # noqa: ANN001, ANN202
+        return torch.empty_like(x), style.new_empty(style.shape)
+
+    @_custom_op("modulated_rgb_backward", _rgb_backward_fake)
+    def modulated_rgb_backward(g: torch.Tensor, x: torch.Tensor, style: torch.Tensor,
+                               weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """dL/dx (x's dtype and layout) and dL/dstyle of :func:`modulated_rgb` for the output gradient ``g``."""
+        n, c_in, h, w = x.shape
+        g = g.contiguous()
+        bp, bk = _rgb_blocks(h * w, c_in)
+        tiles = triton.cdiv(h * w, bp)
+        g_x = torch.empty_like(x)
+        g_style = torch.empty((n, tiles, c_in), dtype=torch.float32, device=x.device)
+        wrap_triton(_rgb_backward_kernel)[(tiles, n, triton.cdiv(c_in, bk))](
+            g, x, style, weight, g_x, g_style, h * w, c_in, g.stride(0), g.stride(1), x.stride(0), x.stride(1),
+            _pixel_stride(x), BP=bp, BK=bk, DOT_F32=INTERPRET)
+        return g_x, g_style.sum(1)
+
+    def _rgb_setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
+        ctx.save_for_backward(*inputs)
+
+    def _rgb_backward(ctx, g):  # noqa: ANN001, ANN202
+        g_x, g_style = modulated_rgb_backward(g, *ctx.saved_tensors)
+        return g_x, g_style, None
+
+    modulated_rgb.register_autograd(_rgb_backward, setup_context=_rgb_setup_context)
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:

@@ -656,7 +656,9 @@ class ToRGB(nn.Module):
             if LEAN_BACKWARD and not layer.weight.requires_grad:  # x stays as it is (bf16) for backward
                 weight, _ = layer.frozen("plain", acc)
                 style = layer.modulation(w.to(acc))
-                if COMPILED_RGB == "pointwise" and torch.compiler.is_compiling():
+                if acc == torch.float32 and fused_styled.rgb_supported(x):  # BENCH_FUSED_STYLED=1
+                    out = fused_styled.modulated_rgb(x, style.contiguous(), weight[:, :, 0, 0].contiguous()) + self.bias
+                elif COMPILED_RGB == "pointwise" and torch.compiler.is_compiling():
                     out = modulated_rgb_pointwise(x, style, weight) + self.bias
                 else:
                     out = ModulatedRGBFn.apply(x, style, weight) + self.bias

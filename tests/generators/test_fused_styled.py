@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from bench.generators import fused_styled, layers
-from bench.generators.layers import StyledConv
+from bench.generators.layers import StyledConv, ToRGB
 from tests.generators.test_stylegan2 import random_generator
 
 INTERPRETED = fused_styled.INTERPRET and fused_styled.AVAILABLE
@@ -34,15 +34,20 @@ CASES = [(False, 16, 32, 8, None), (False, 16, 16, 17, None), (False, 48, 16, 5,
 
 @pytest.fixture
 def fused(monkeypatch):
-    """Switch the fused path on, count its calls, and run up-convolutions in the polyphase form it takes."""
+    """Switch the fused path on, list its calls ("up", "plain", "rgb"), run up-convolutions in polyphase form."""
     calls = []
-    op = fused_styled.styled_conv
+    styled, rgb = fused_styled.styled_conv, fused_styled.modulated_rgb
 
-    def counted(*args):
-        calls.append(args[6])
-        return op(*args)
+    def counted_styled(*args):
+        calls.append("up" if args[6] else "plain")
+        return styled(*args)
 
-    monkeypatch.setattr(fused_styled, "styled_conv", counted)
+    def counted_rgb(*args):
+        calls.append("rgb")
+        return rgb(*args)
+
+    monkeypatch.setattr(fused_styled, "styled_conv", counted_styled)
+    monkeypatch.setattr(fused_styled, "modulated_rgb", counted_rgb)
     monkeypatch.setattr(layers, "UPCONV", "polyphase")
 
     def set_enabled(on):
@@ -86,7 +91,7 @@ def test_fused_layer_matches_the_unfused_one_in_float32(fused, upsample, c_in, c
     ref = _run(layer, x, w, noise, g)
     fused(True)
     got = _run(layer, x, w, noise, g)
-    assert calls == [upsample]
+    assert calls == ["up" if upsample else "plain"]
     for name, a, b in zip(("y", "dL/dx", "dL/dw"), got, ref, strict=True):
         torch.testing.assert_close(a, b, atol=2e-5 * b.abs().max().item(), rtol=1e-5, msg=name)
 
@@ -128,7 +133,7 @@ def test_fused_layer_under_bf16_is_as_accurate_as_the_unfused_one(fused, upsampl
     g = torch.randn(3, c_out, side * (1 + upsample), side * (1 + upsample)).bfloat16()
     calls = fused(False)
     _assert_as_accurate(_accuracy_against_float64(layer, x, w, noise, g, fused))
-    assert calls == [upsample]
+    assert calls == ["up" if upsample else "plain"]
 
 
 @needs_kernels
@@ -144,9 +149,44 @@ def test_fused_generator_matches_the_unfused_one(fused):
         img = gen.synthesis(w)
         (grad,) = torch.autograd.grad((img * torch.linspace(-1, 1, img.numel()).view(img.shape)).sum(), w)
         out.append((img, grad))
-    assert len(calls) == 5  # conv1 at 4 px, then an up-convolution and a plain one at 8 and 16 px
+    # conv1 and its RGB layer at 4 px, then an up-convolution, a plain one and an RGB layer at 8 and 16 px
+    assert calls == ["plain", "rgb"] + ["up", "plain", "rgb"] * 2
     torch.testing.assert_close(out[1][0], out[0][0], atol=2e-5, rtol=1e-5)
     torch.testing.assert_close(out[1][1], out[0][1], atol=2e-5 * out[0][1].abs().max().item(), rtol=1e-5)
+
+
+@needs_kernels
+@pytest.mark.parametrize(("c_in", "side", "layout"), [(16, 18, torch.channels_last), (48, 6, torch.contiguous_format)])
+def test_fused_rgb_layer_matches_the_unfused_one(fused, c_in, side, layout):
+    """The RGB layer (with its upsampled skip): float32 to float rounding; bf16 input, against float64."""
+    torch.manual_seed(0)
+    layer = ToRGB(c_in, 8).requires_grad_(False)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(3, c_in, side, side, generator=gen).contiguous(memory_format=layout)
+    w, skip = torch.randn(3, 8, generator=gen), torch.randn(3, 3, side // 2, side // 2, generator=gen)
+    g = torch.randn(3, 3, side, side, generator=gen)
+
+    def run(x, w, dtype=None):
+        x, w = x.detach().requires_grad_(True), w.detach().requires_grad_(True)
+        out = layer.to(dtype or torch.float32)(x, w, skip.to(out_dtype(dtype)))
+        return [t.double() for t in (out, *torch.autograd.grad(out, (x, w), g.to(out.dtype)))]
+
+    def out_dtype(dtype):
+        return torch.float64 if dtype == torch.float64 else torch.float32
+
+    results = {}
+    for on in (False, True):
+        calls = fused(on)
+        results[on] = run(x, w), run(x.bfloat16(), w)
+    assert calls == ["rgb", "rgb"]
+    for a, b in zip(results[True][0], results[False][0], strict=True):
+        torch.testing.assert_close(a, b, atol=2e-5 * b.abs().max().item(), rtol=1e-5)
+    fused(False)
+    ref = run(x.bfloat16().double(), w.double(), torch.float64)
+    layer.float()
+    errors = {on: [((a - b).abs().median().item(), (a - b).abs().mean().item(), b.abs().max().item())
+                   for a, b in zip(results[on][1], ref, strict=True)] for on in (False, True)}
+    _assert_as_accurate(errors)
 
 
 def test_fused_path_is_off_by_default_and_for_unsupported_layers():
@@ -178,7 +218,7 @@ def test_fused_layer_on_cuda_is_as_accurate_as_the_unfused_one(fused, upsample, 
     g = torch.randn(3, c_out, side * (1 + upsample), side * (1 + upsample), device="cuda").bfloat16()
     calls = fused(False)
     _assert_as_accurate(_accuracy_against_float64(layer, x, w, noise, g, fused))
-    assert calls == [upsample]
+    assert calls == ["up" if upsample else "plain"]
 
 
 @pytest.mark.gpu
@@ -197,7 +237,7 @@ def test_fused_generator_compiles_on_cuda(fused):
             img = gen.synthesis(ws)
         out.append((img.float(), torch.autograd.grad(img.float().square().mean(), ws)[0]))
     assert gen.compile_failure is None
-    assert len(calls) >= 5  # five layers in the eager pass (the compiled graph may replay the count)
+    assert len(calls) >= 8  # eight layers in the eager pass (the compiled graph may replay the count)
     for a, b in zip(out[1], out[0], strict=True):
         torch.testing.assert_close(a, b, atol=1e-2 * b.abs().max().item(), rtol=1e-2)
     torch.testing.assert_close(out[2][0], out[1][0][:3], atol=1e-2, rtol=1e-2)
