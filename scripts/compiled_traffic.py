@@ -19,9 +19,13 @@ kernels can reach.
 
 ``--device cuda`` counts the kernels a CUDA graph gets, as Triton fuses them (on the GPU machine).
 
+``BENCH_FUSED_STYLED=1 TRITON_INTERPRET=1`` counts the step with the fused styled and RGB layers
+(``bench.generators.fused_styled``): each of their ops is an external kernel here (:func:`skip_fused_kernels`).
+
     python scripts/compiled_traffic.py world256 im2s
     python scripts/compiled_traffic.py config-f-1024 im2s --bandwidth 3.35e12 --measured 278.9
     python scripts/compiled_traffic.py world256 im2s --device cuda --bandwidth 4.8e12
+    BENCH_FUSED_STYLED=1 TRITON_INTERPRET=1 python scripts/compiled_traffic.py world256 im2s
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from collections.abc import Iterator
 import torch
 
 from bench.accel import Accel
-from bench.generators import layers
+from bench.generators import fused_styled, layers
 from bench.speed import _resources, build_timing_setup, config_params, timing_method
 
 MIB = 2 ** 20
@@ -110,6 +114,24 @@ def count_step(config: str, method: str, batch: int, device: str = "cpu") -> str
     return desc
 
 
+class _NoLaunch:
+    """A Triton kernel launcher that launches nothing: ``_NoLaunch()[grid](*args)``."""
+
+    def __getitem__(self, grid: object):  # noqa: ANN204
+        return lambda *args, **kwargs: None
+
+
+def skip_fused_kernels() -> None:
+    """Run the fused layers' ops (``BENCH_FUSED_STYLED=1``, opaque under ``TRITON_INTERPRET=1``) without their kernels.
+
+    Compiled on the CPU, each op is one external kernel whose inputs and outputs the count takes once: what the
+    Triton kernels read and write, plus their intermediate (dL/dconv), which is an output of one op and an input of
+    the next. Only code generation is counted, so the values do not matter; the interpreter would take about
+    20 minutes to compute them for the 64 px world.
+    """
+    fused_styled.wrap_triton = lambda kernel: _NoLaunch()
+
+
 def main() -> None:
     """Count a configuration's compiled step at two batches and print the per-image traffic."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -127,6 +149,9 @@ def main() -> None:
                     "at the last batch (e.g. leaky_relu)")
     args = ap.parse_args()
     layers.UPCONV = args.upconv  # on the CPU, auto would give the two-step form
+    fused = fused_styled.ENABLED and fused_styled.INTERPRET and args.device == "cpu"
+    if fused:
+        skip_fused_kernels()
 
     runs = {}
     batches = [int(b) for b in args.batches.split(",")]
@@ -148,7 +173,8 @@ def main() -> None:
             kernels[key] += batch == hi
     whole = sum(by_kind.values())
     print(f"# {desc}; {args.method}; bf16 autocast, channels-last, compiled (Inductor, {args.device}); "
-          f"up-convolution {args.upconv}, compiled RGB path {layers.COMPILED_RGB}")
+          f"up-convolution {args.upconv}, compiled RGB path {layers.COMPILED_RGB}"
+          + ("; fused styled and RGB layers (BENCH_FUSED_STYLED=1, their kernels counted as external ops)" * fused))
     print(f"per image-step: {whole / MIB:,.1f} MiB; at {args.bandwidth / 1e12:.2f} TB/s at most "
           f"{args.bandwidth / whole:,.0f} image-steps/s")
     if args.measured:

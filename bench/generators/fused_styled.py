@@ -83,7 +83,7 @@ if AVAILABLE:
         return tl.dot(a, b)
 
     @triton.jit
-    def _cast(v, dtype, INTERPRETED: tl.constexpr):
+    def _cast(v, dtype: tl.constexpr, INTERPRETED: tl.constexpr):
         """``v.to(dtype)``, rounded to nearest even under the interpreter too (its own bf16 casts truncate)."""
         if INTERPRETED:
             if dtype == tl.bfloat16:
@@ -104,7 +104,7 @@ if AVAILABLE:
             k = k0 + tl.arange(0, BK)
             kmask = k < CIN
             s = tl.load(s_ptr + n * CIN + k, mask=kmask, other=0.0).to(tl.float32)
-            for t in tl.static_range(9):
+            for t in range(9):
                 hh = h + (t // 3 - 1)
                 ww = w + (t % 3 - 1)
                 inside = pmask & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
@@ -143,7 +143,7 @@ if AVAILABLE:
 
     @triton.jit
     def _styled_forward_kernel(x_ptr, s_ptr, w_ptr, scale_ptr, bias_ptr, noise_ptr, y_ptr,
-                               H, W, CIN, COUT, COUT_OUT, clamp,
+                               H, W, WO, CIN, COUT, COUT_OUT, clamp,
                                sxn, sxc, sxh, sxw, syn, syc, syh, syw,
                                UP: tl.constexpr, CLAMP: tl.constexpr,
                                BP: tl.constexpr, BK: tl.constexpr, BJ: tl.constexpr, DOT_F32: tl.constexpr):
@@ -157,7 +157,7 @@ if AVAILABLE:
                                    sxn, sxc, sxh, sxw, BP, BK, BJ, DOT_F32)
         o, oh, ow = _output_places(j, h, w, COUT, UP)
         mask = pmask[:, None] & jmask[None, :]
-        z, _ = _pre_activation(acc, scale_ptr, bias_ptr, noise_ptr, n, o, oh, ow, mask, jmask, W * (1 + UP), COUT_OUT)
+        z, _ = _pre_activation(acc, scale_ptr, bias_ptr, noise_ptr, n, o, oh, ow, mask, jmask, WO, COUT_OUT)
         y = tl.where(z > 0, z, z * 0.2)
         if CLAMP:
             y = tl.minimum(tl.maximum(y, -clamp), clamp)
@@ -166,7 +166,7 @@ if AVAILABLE:
 
     @triton.jit
     def _styled_output_grad_kernel(x_ptr, s_ptr, w_ptr, scale_ptr, bias_ptr, noise_ptr, gy_ptr, gz_ptr,
-                                   gscale_ptr, H, W, CIN, COUT, COUT_OUT, clamp,
+                                   gscale_ptr, H, W, WO, CIN, COUT, COUT_OUT, clamp,
                                    sxn, sxc, sxh, sxw, sgn, sgc, sgh, sgw,
                                    UP: tl.constexpr, CLAMP: tl.constexpr,
                                    BP: tl.constexpr, BK: tl.constexpr, BJ: tl.constexpr, DOT_F32: tl.constexpr):
@@ -180,7 +180,7 @@ if AVAILABLE:
                                    sxn, sxc, sxh, sxw, BP, BK, BJ, DOT_F32)
         o, oh, ow = _output_places(j, h, w, COUT, UP)
         mask = pmask[:, None] & jmask[None, :]
-        z, scale = _pre_activation(acc, scale_ptr, bias_ptr, noise_ptr, n, o, oh, ow, mask, jmask, W * (1 + UP),
+        z, scale = _pre_activation(acc, scale_ptr, bias_ptr, noise_ptr, n, o, oh, ow, mask, jmask, WO,
                                    COUT_OUT)
         gy = tl.load(gy_ptr + n.to(tl.int64) * sgn + o[None, :] * sgc + oh * sgh + ow * sgw, mask=mask, other=0.0)
         # the leaky ReLU's derivative, rounded in gy's dtype as torch's leaky_relu_backward is
@@ -212,7 +212,7 @@ if AVAILABLE:
             j = j0 + tl.arange(0, BJ)
             jmask = j < COUT
             # the adjoint of out(p) = sum_t in(p + d_t) W_t is in'(q) = sum_t out'(q - d_t) W_t^T
-            for t in tl.static_range(9):
+            for t in range(9):
                 hh = h - (t // 3 - 1)
                 ww = w - (t % 3 - 1)
                 inside = pmask & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
@@ -230,14 +230,17 @@ if AVAILABLE:
         tl.store(gx_ptr + n.to(tl.int64) * sgn + k[None, :] * sgc + h[:, None] * sgh + w[:, None] * sgw,
                  _cast(acc * s[None, :], gx_ptr.dtype.element_ty, DOT_F32), mask=mask)
 
-    def _blocks(h: int, w: int, c_in: int, c_out: int) -> tuple[int, int, int]:
-        """Tile sizes: pixels, input channels, output channels (powers of two, at least 16 for tl.dot).
+    # Warps per program, and elements per program's tile. Compiled for sm_90 (scripts/fused_styled_resources.py),
+    # larger tiles spill registers to local memory; the taps run as a loop, since unrolled the compiler kept
+    # every tap's pointers live and spilled at every tile size tried
+    NUM_WARPS = 8
+    TILE_ELEMENTS = 2048
 
-        Narrow layers get more pixels per program, so that each program's tile holds about 8k elements.
-        """
+    def _blocks(h: int, w: int, c_in: int, c_out: int) -> tuple[int, int, int]:
+        """Tile sizes: pixels, input channels, output channels (powers of two, at least 16 for tl.dot)."""
         bk = max(16, min(32, triton.next_power_of_2(c_in)))
         bj = max(16, min(64, triton.next_power_of_2(c_out)))
-        bp = max(16, min(256, 8192 // max(bk, bj), triton.next_power_of_2(h * w)))
+        bp = max(16, min(TILE_ELEMENTS // max(bk, bj), triton.next_power_of_2(h * w)))
         return bp, bk, bj
 
     def _custom_op(name: str, fake):  # noqa: ANN001, ANN202
@@ -282,8 +285,9 @@ if AVAILABLE:
         bp, bk, bj = _blocks(h, w, c_in, c_conv)
         grid = (triton.cdiv(h * w, bp), n, triton.cdiv(c_conv, bj))
         wrap_triton(_styled_forward_kernel)[grid](
-            x, style, taps, scale, bias, noise, y, h, w, c_in, c_conv, c_out, clamp,
-            *x.stride(), *y.stride(), UP=up, CLAMP=clamp > 0, BP=bp, BK=bk, BJ=bj, DOT_F32=INTERPRET)
+            x, style, taps, scale, bias, noise, y, h, w, w * (1 + up), c_in, c_conv, c_out, clamp,
+            *x.stride(), *y.stride(), UP=up, CLAMP=clamp > 0, BP=bp, BK=bk, BJ=bj, DOT_F32=INTERPRET,
+            num_warps=NUM_WARPS)
         return y
 
     def _output_grad_fake(gy, x, style, taps, scale, bias, noise, up, clamp):  # noqa: ANN001, ANN202
@@ -301,8 +305,9 @@ if AVAILABLE:
         gz = torch.empty((n, h, w, c_conv), dtype=taps.dtype, device=x.device)
         g_scale = torch.empty((n, tiles, c_conv), dtype=torch.float32, device=x.device)
         wrap_triton(_styled_output_grad_kernel)[(tiles, n, triton.cdiv(c_conv, bj))](
-            x, style, taps, scale, bias, noise, gy, gz, g_scale, h, w, c_in, c_conv, c_out, clamp,
-            *x.stride(), *gy.stride(), UP=up, CLAMP=clamp > 0, BP=bp, BK=bk, BJ=bj, DOT_F32=INTERPRET)
+            x, style, taps, scale, bias, noise, gy, gz, g_scale, h, w, w * (1 + up), c_in, c_conv, c_out, clamp,
+            *x.stride(), *gy.stride(), UP=up, CLAMP=clamp > 0, BP=bp, BK=bk, BJ=bj, DOT_F32=INTERPRET,
+            num_warps=NUM_WARPS)
         g_scale = g_scale.sum(1)
         if up:  # the four phases of each output channel
             g_scale = g_scale.view(n, c_out, 4).sum(2)
@@ -322,7 +327,7 @@ if AVAILABLE:
         g_style = torch.empty((n, tiles, c_in), dtype=torch.float32, device=x.device)
         wrap_triton(_styled_input_grad_kernel)[(tiles, n, triton.cdiv(c_in, bk))](
             gz, x, style, taps, g_x, g_style, h, w, c_in, c_conv, *x.stride(), *g_x.stride(),
-            BP=bp, BK=bk, BJ=bj, DOT_F32=INTERPRET)
+            BP=bp, BK=bk, BJ=bj, DOT_F32=INTERPRET, num_warps=NUM_WARPS)
         return g_x, g_style.sum(1)
 
     def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
@@ -386,7 +391,7 @@ if AVAILABLE:
 
     def _rgb_blocks(hw: int, c_in: int) -> tuple[int, int]:
         bk = min(64, triton.next_power_of_2(c_in))
-        return max(16, min(8192 // bk, triton.next_power_of_2(hw))), bk
+        return max(16, min(TILE_ELEMENTS // bk, triton.next_power_of_2(hw))), bk
 
     def _pixel_stride(x: torch.Tensor) -> int:
         """The stride of one pixel in x's flattened (H W) (C for channels-last, 1 for contiguous)."""
@@ -410,7 +415,7 @@ if AVAILABLE:
         bp, bk = _rgb_blocks(h * w, c_in)
         wrap_triton(_rgb_forward_kernel)[(triton.cdiv(h * w, bp), n)](
             x, style, weight, out, h * w, c_in, x.stride(0), x.stride(1), _pixel_stride(x), out.stride(0),
-            out.stride(1), BP=bp, BK=bk)
+            out.stride(1), BP=bp, BK=bk, num_warps=NUM_WARPS)
         return out
 
     def _rgb_backward_fake(g, x, style, weight):  # noqa: ANN001, ANN202
@@ -428,7 +433,7 @@ if AVAILABLE:
         g_style = torch.empty((n, tiles, c_in), dtype=torch.float32, device=x.device)
         wrap_triton(_rgb_backward_kernel)[(tiles, n, triton.cdiv(c_in, bk))](
             g, x, style, weight, g_x, g_style, h * w, c_in, g.stride(0), g.stride(1), x.stride(0), x.stride(1),
-            _pixel_stride(x), BP=bp, BK=bk, DOT_F32=INTERPRET)
+            _pixel_stride(x), BP=bp, BK=bk, DOT_F32=INTERPRET, num_warps=NUM_WARPS)
         return g_x, g_style.sum(1)
 
     def _rgb_setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
