@@ -106,9 +106,11 @@ def count_step(config: str, method: str, batch: int, device: str = "cpu") -> str
     params = config_params(config, [method])[0].get(method)
     resources = _resources(method, gen, params)
     z = torch.randn(batch, gen.z_dim, generator=torch.Generator().manual_seed(0)).to(dev)
+    enabled, fused_styled.ENABLED = fused_styled.ENABLED, False  # targets rendered by the default path
     with torch.no_grad():
         targets = gen(z).clamp(-1, 1)
-    with torch.autocast(dev.type, dtype=torch.bfloat16):
+    fused_styled.ENABLED = enabled
+    with torch.autocast(dev.type, dtype=torch.bfloat16), skip_fused_kernels():
         timing_method(method, gen, 2, params, resources).invert(targets, gen, seeds=list(range(batch)),
                                                                 perceptual=perceptual)
     return desc
@@ -121,15 +123,24 @@ class _NoLaunch:
         return lambda *args, **kwargs: None
 
 
-def skip_fused_kernels() -> None:
+@contextlib.contextmanager
+def skip_fused_kernels() -> Iterator[None]:
     """Run the fused layers' ops (``BENCH_FUSED_STYLED=1``, opaque under ``TRITON_INTERPRET=1``) without their kernels.
 
     Compiled on the CPU, each op is one external kernel whose inputs and outputs the count takes once: what the
     Triton kernels read and write, plus their intermediate (dL/dconv), which is an output of one op and an input of
     the next. Only code generation is counted, so the values do not matter; the interpreter would take about
-    20 minutes to compute them for the 64 px world.
+    20 minutes to compute them for the 64 px world. Off unless the fused path is on under the interpreter.
     """
+    if not (fused_styled.ENABLED and fused_styled.INTERPRET):
+        yield
+        return
+    launch = fused_styled.wrap_triton
     fused_styled.wrap_triton = lambda kernel: _NoLaunch()
+    try:
+        yield
+    finally:
+        fused_styled.wrap_triton = launch
 
 
 def main() -> None:
@@ -150,8 +161,6 @@ def main() -> None:
     args = ap.parse_args()
     layers.UPCONV = args.upconv  # on the CPU, auto would give the two-step form
     fused = fused_styled.ENABLED and fused_styled.INTERPRET and args.device == "cpu"
-    if fused:
-        skip_fused_kernels()
 
     runs = {}
     batches = [int(b) for b in args.batches.split(",")]

@@ -56,6 +56,14 @@ def test_describe_accels_names_each_method_only_where_they_differ():
     assert dataclasses.replace(bf16, compile=True).label == "bf16, channels-last, compiled"
 
 
+def test_the_label_names_the_fused_layers_where_they_run(monkeypatch):
+    from bench.generators import fused_styled
+
+    monkeypatch.setattr(fused_styled, "ENABLED", True)
+    assert Accel("bf16", True).label == "bf16, channels-last, fused styled convolutions (BENCH_FUSED_STYLED=1)"
+    assert Accel("tf32", True).label == "tf32, channels-last"  # the kernels run under bf16 only
+
+
 @pytest.mark.gpu
 def test_a_run_at_auto_inverts_each_method_at_its_own_precision(tmp_path, monkeypatch):
     """`bench run --precision auto` on CUDA: Im2S under bf16 autocast, a method whose preset lists no reduced
