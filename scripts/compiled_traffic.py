@@ -128,9 +128,10 @@ def skip_fused_kernels() -> Iterator[None]:
     """Run the fused layers' ops (``BENCH_FUSED_STYLED=1``, opaque under ``TRITON_INTERPRET=1``) without their kernels.
 
     Compiled on the CPU, each op is one external kernel whose inputs and outputs the count takes once: what the
-    Triton kernels read and write, plus their intermediate (dL/dconv), which is an output of one op and an input of
-    the next. Only code generation is counted, so the values do not matter; the interpreter would take about
-    20 minutes to compute them for the 64 px world. Off unless the fused path is on under the interpreter.
+    Triton kernels read and write, their intermediates (the convolution's output, dL/dconv) included, as outputs of
+    one op and inputs of the next. Only code generation is counted, so the values do not matter; the interpreter
+    would take about 20 minutes to compute them for the 64 px world. Off unless the fused path is on under the
+    interpreter.
     """
     if not (fused_styled.ENABLED and fused_styled.INTERPRET):
         yield

@@ -1,31 +1,39 @@
-"""The frozen styled convolution as three Triton kernels, for bf16 inversion on CUDA (an experiment, off by default).
+"""The frozen styled and RGB layers as Triton kernels, for bf16 inversion on CUDA (an experiment, off by default).
 
 Compiled, a styled layer (modulate, 3x3 convolution, demodulate, noise, bias, leaky ReLU) runs as a cuDNN
 convolution with Inductor's pointwise kernels around it, and its backward as another convolution with
 pointwise kernels and pixel sums around that. Counted on the CPU, those pointwise kernels are about 60 % of
 the bytes a compiled step moves and the convolutions 28 % (benchmarks/RESULTS.md, session 18): every map is
 written and read again several times, some of them in float32. Here each pass is one kernel that reads its
-inputs once and writes its output once, with the pointwise work done in registers:
+inputs once and writes its outputs once, with the pointwise work done in registers:
 
 - forward (:func:`_styled_forward_kernel`): read ``x``, convolve ``x * s`` (an implicit GEMM: nine shifted
-  tiles times the weight's taps, float32 sums), scale by the demodulation, add the noise and the bias, leaky
-  ReLU, clamp; write ``y``;
-- backward, first pass (:func:`_styled_output_grad_kernel`): read ``x`` and ``dL/dy``, recompute the
-  convolution (the tensor cores are idle in this memory-bound step), take the activation's derivative, sum
-  ``dL/dscale`` over the tile's pixels; write ``dL/dconv``;
+  tiles times the weight's taps, float32 sums), keep the convolution's output in bf16 (as the unfused path
+  does, for the backward pass), scale by the demodulation, add the noise and the bias, leaky ReLU, clamp;
+  write ``y``;
+- backward, first pass (:func:`_styled_output_grad_kernel`, pointwise): read the convolution's output and
+  ``dL/dy``, take the activation's derivative, sum ``dL/dscale`` over the tile's pixels; write ``dL/dconv``;
 - backward, second pass (:func:`_styled_input_grad_kernel`): read ``dL/dconv`` and ``x``, run the transposed
   convolution, sum ``dL/ds`` over the tile's pixels; write ``dL/dx``.
 
-Per layer that is about 14 bytes per element of the output map in bf16, against about twice that for the
-compiled graph (a reckoning, not a count). The pixel sums are written per tile and added by torch in a fixed
-order, so results do not depend on scheduling. The 2x up-convolution runs in polyphase form (a 3x3
-convolution into 4 C_out channels, :func:`bench.generators.layers.upconv_weight`), and the kernels write and
-read its outputs at their pixel-shuffled places, so no shuffle runs on its own.
+That is 2 bytes an element for each of nine map passes (about 18 bytes per element of the output map), with
+the unfused path's multiply-adds (no convolution is run twice). The RGB layer (:func:`modulated_rgb`, a 1x1
+modulated convolution to 3 float32 channels) reads the bf16 activation once each way, where the unfused path
+wrote a float32 copy of it and a float32 gradient for every channel. Counted as a whole compiled Im2S step
+on the 256 px world: 165.9 MiB per image-step unfused, 99.6 fused (``scripts/compiled_traffic.py``,
+benchmarks/RESULTS.md, session 20).
 
-The same function as :class:`bench.generators.layers.StyledConvFn` (tests compare them), with fewer
-roundings: the convolution's output, the noise-and-bias shift and ``dL/dx`` before the style are kept in
-float32. Enabled by ``BENCH_FUSED_STYLED=1`` for frozen layers under bf16 on CUDA (and under Triton's
-interpreter, ``TRITON_INTERPRET=1``, on the CPU, where the tests run it); not yet timed on a GPU.
+Layers with more than :data:`MAX_CHANNELS` channels keep cuDNN: their cost is arithmetic, which the kernels'
+small tiles would run further from the tensor cores' peak. The pixel sums are written per tile and added by
+torch in a fixed order, so results do not depend on scheduling. The 2x up-convolution runs in polyphase form
+(a 3x3 convolution into 4 C_out channels, :func:`bench.generators.layers.upconv_weight`), and the kernels
+write and read its outputs at their pixel-shuffled places, so no shuffle runs on its own.
+
+The same function as :class:`bench.generators.layers.StyledConvFn` and ``ModulatedRGBFn`` (tests compare
+them), with fewer roundings: the noise-and-bias shift and ``dL/dx`` before the style are kept in float32.
+Enabled by ``BENCH_FUSED_STYLED=1`` for frozen layers under bf16 on CUDA (and under Triton's interpreter,
+``TRITON_INTERPRET=1``, on the CPU, where the tests run it); not yet timed on a GPU. The kernels compile for
+sm_90 without spilling (``scripts/fused_styled_resources.py``).
 """
 
 from __future__ import annotations
@@ -35,6 +43,9 @@ import os
 import torch
 
 ENABLED = os.environ.get("BENCH_FUSED_STYLED", "0") == "1"
+# Layers with more channels (in or out) keep cuDNN's convolutions: their arithmetic, not their bytes, is what costs,
+# and the kernels' small tiles (2k elements) would run it further from the tensor cores' peak
+MAX_CHANNELS = int(os.environ.get("BENCH_FUSED_STYLED_MAX_CHANNELS", "64"))
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 triton = None
 if ENABLED or INTERPRET:  # Triton is imported (about 70 ms) only where the kernels may run
@@ -52,6 +63,8 @@ def supported(x: torch.Tensor, compute_dtype: torch.dtype, in_ch: int, out_ch: i
               mode: str) -> bool:
     """Whether a frozen styled layer on ``x`` runs as these kernels (``BENCH_FUSED_STYLED=1`` and bf16 CUDA)."""
     if not (ENABLED and AVAILABLE) or kernel_size != 3 or mode not in ("plain", "polyphase"):
+        return False
+    if max(in_ch, out_ch) > MAX_CHANNELS:
         return False
     if x.is_cuda:
         return compute_dtype == torch.bfloat16
@@ -142,7 +155,7 @@ if AVAILABLE:
         return acc * scale[None, :] + bias[None, :] + noise, scale
 
     @triton.jit
-    def _styled_forward_kernel(x_ptr, s_ptr, w_ptr, scale_ptr, bias_ptr, noise_ptr, y_ptr,
+    def _styled_forward_kernel(x_ptr, s_ptr, w_ptr, scale_ptr, bias_ptr, noise_ptr, y_ptr, out_ptr,
                                H, W, WO, CIN, COUT, COUT_OUT, clamp,
                                sxn, sxc, sxh, sxw, syn, syc, syh, syw,
                                UP: tl.constexpr, CLAMP: tl.constexpr,
@@ -155,9 +168,13 @@ if AVAILABLE:
         jmask = j < COUT
         acc = _modulated_conv_tile(x_ptr, s_ptr, w_ptr, n, h, w, pmask, j, H, W, CIN, COUT,
                                    sxn, sxc, sxh, sxw, BP, BK, BJ, DOT_F32)
-        o, oh, ow = _output_places(j, h, w, COUT, UP)
         mask = pmask[:, None] & jmask[None, :]
-        z, _ = _pre_activation(acc, scale_ptr, bias_ptr, noise_ptr, n, o, oh, ow, mask, jmask, WO, COUT_OUT)
+        # the convolution's output, rounded as the unfused path's, kept (N, H, W, C_out') for the backward pass
+        out = _cast(acc, out_ptr.dtype.element_ty, DOT_F32)
+        tl.store(out_ptr + (n.to(tl.int64) * H * W + p[:, None]) * COUT + j[None, :], out, mask=mask)
+        o, oh, ow = _output_places(j, h, w, COUT, UP)
+        z, _ = _pre_activation(out.to(tl.float32), scale_ptr, bias_ptr, noise_ptr, n, o, oh, ow, mask, jmask, WO,
+                               COUT_OUT)
         y = tl.where(z > 0, z, z * 0.2)
         if CLAMP:
             y = tl.minimum(tl.maximum(y, -clamp), clamp)
@@ -165,23 +182,21 @@ if AVAILABLE:
                  _cast(y, y_ptr.dtype.element_ty, DOT_F32), mask=mask)
 
     @triton.jit
-    def _styled_output_grad_kernel(x_ptr, s_ptr, w_ptr, scale_ptr, bias_ptr, noise_ptr, gy_ptr, gz_ptr,
-                                   gscale_ptr, H, W, WO, CIN, COUT, COUT_OUT, clamp,
-                                   sxn, sxc, sxh, sxw, sgn, sgc, sgh, sgw,
-                                   UP: tl.constexpr, CLAMP: tl.constexpr,
-                                   BP: tl.constexpr, BK: tl.constexpr, BJ: tl.constexpr, DOT_F32: tl.constexpr):
+    def _styled_output_grad_kernel(out_ptr, scale_ptr, bias_ptr, noise_ptr, gy_ptr, gz_ptr, gscale_ptr,
+                                   H, W, WO, COUT, COUT_OUT, clamp, sgn, sgc, sgh, sgw,
+                                   UP: tl.constexpr, CLAMP: tl.constexpr, BP: tl.constexpr, BJ: tl.constexpr,
+                                   DOT_F32: tl.constexpr):
         pid_p, n, pid_j = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         p = pid_p * BP + tl.arange(0, BP)
         pmask = p < H * W
         h, w = p // W, p % W
         j = pid_j * BJ + tl.arange(0, BJ)
         jmask = j < COUT
-        acc = _modulated_conv_tile(x_ptr, s_ptr, w_ptr, n, h, w, pmask, j, H, W, CIN, COUT,
-                                   sxn, sxc, sxh, sxw, BP, BK, BJ, DOT_F32)
-        o, oh, ow = _output_places(j, h, w, COUT, UP)
         mask = pmask[:, None] & jmask[None, :]
-        z, scale = _pre_activation(acc, scale_ptr, bias_ptr, noise_ptr, n, o, oh, ow, mask, jmask, WO,
-                                   COUT_OUT)
+        at = (n.to(tl.int64) * H * W + p[:, None]) * COUT + j[None, :]  # (N, H, W, C_out') at the conv's pixels
+        out = tl.load(out_ptr + at, mask=mask, other=0.0).to(tl.float32)
+        o, oh, ow = _output_places(j, h, w, COUT, UP)
+        z, scale = _pre_activation(out, scale_ptr, bias_ptr, noise_ptr, n, o, oh, ow, mask, jmask, WO, COUT_OUT)
         gy = tl.load(gy_ptr + n.to(tl.int64) * sgn + o[None, :] * sgc + oh * sgh + ow * sgw, mask=mask, other=0.0)
         # the leaky ReLU's derivative, rounded in gy's dtype as torch's leaky_relu_backward is
         gz = tl.where(z > 0, gy, _cast(gy.to(tl.float32) * 0.2, gy.dtype, DOT_F32)).to(tl.float32)
@@ -190,11 +205,9 @@ if AVAILABLE:
             gz = tl.where((y < clamp) & (y > -clamp), gz, 0.0)
         gz = tl.where(mask, gz, 0.0)
         # dL/dscale[n, j] over this tile's pixels; the tiles' rows are added by torch
-        tl.store(gscale_ptr + (n.to(tl.int64) * tl.num_programs(0) + pid_p) * COUT + j, tl.sum(gz * acc, axis=0),
+        tl.store(gscale_ptr + (n.to(tl.int64) * tl.num_programs(0) + pid_p) * COUT + j, tl.sum(gz * out, axis=0),
                  mask=jmask)
-        # dL/d(conv output), stored (N, H, W, C_out') at the convolution's own pixels
-        tl.store(gz_ptr + (n.to(tl.int64) * H * W + p[:, None]) * COUT + j[None, :],
-                 _cast(gz * scale[None, :], gz_ptr.dtype.element_ty, DOT_F32), mask=mask)
+        tl.store(gz_ptr + at, _cast(gz * scale[None, :], gz_ptr.dtype.element_ty, DOT_F32), mask=mask)
 
     @triton.jit
     def _styled_input_grad_kernel(gz_ptr, x_ptr, s_ptr, w_ptr, gx_ptr, gs_ptr, H, W, CIN, COUT,
@@ -267,10 +280,27 @@ if AVAILABLE:
         return n, c_in, h, w, c_conv, c_conv // 4 if up else c_conv
 
     def _styled_conv_fake(x, style, taps, scale, bias, noise, up, clamp):  # noqa: ANN001, ANN202
-        n, _, h, w, _, c_out = _conv_shapes(x, taps, up)
-        return x.new_empty((n, c_out, h * (1 + up), w * (1 + up))).contiguous(memory_format=_memory_format(x))
+        n, _, h, w, c_conv, c_out = _conv_shapes(x, taps, up)
+        y = x.new_empty((n, c_out, h * (1 + up), w * (1 + up))).contiguous(memory_format=_memory_format(x))
+        return y, taps.new_empty((n, h, w, c_conv))
 
     @_custom_op("styled_conv", _styled_conv_fake)
+    def _styled_conv_op(x: torch.Tensor, style: torch.Tensor, taps: torch.Tensor, scale: torch.Tensor,
+                        bias: torch.Tensor, noise: torch.Tensor, up: bool,
+                        clamp: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`styled_conv`'s output, and the convolution's (N, H, W, C_out') in the taps' dtype (for backward)."""
+        n, c_in, h, w, c_conv, c_out = _conv_shapes(x, taps, up)
+        y = torch.empty((n, c_out, h * (1 + up), w * (1 + up)), dtype=x.dtype, device=x.device,
+                        memory_format=_memory_format(x))
+        out = torch.empty((n, h, w, c_conv), dtype=taps.dtype, device=x.device)
+        bp, bk, bj = _blocks(h, w, c_in, c_conv)
+        grid = (triton.cdiv(h * w, bp), n, triton.cdiv(c_conv, bj))
+        wrap_triton(_styled_forward_kernel)[grid](
+            x, style, taps, scale, bias, noise, y, out, h, w, w * (1 + up), c_in, c_conv, c_out, clamp,
+            *x.stride(), *y.stride(), UP=up, CLAMP=clamp > 0, BP=bp, BK=bk, BJ=bj, DOT_F32=INTERPRET,
+            num_warps=NUM_WARPS)
+        return y, out
+
     def styled_conv(x: torch.Tensor, style: torch.Tensor, taps: torch.Tensor, scale: torch.Tensor,
                     bias: torch.Tensor, noise: torch.Tensor, up: bool, clamp: float) -> torch.Tensor:
         """``clamp(lrelu(conv(x * style, taps) * scale + bias + noise))``: see the module's docstring.
@@ -279,35 +309,25 @@ if AVAILABLE:
         C_out (4 C_out with ``up``); scale (N, C_out), bias (C_out,) and noise (H_out, W_out) float32, the
         gain sqrt(2) in each; clamp 0 for none. Returns (N, C_out, H_out, W_out) in x's dtype and memory format.
         """
-        n, c_in, h, w, c_conv, c_out = _conv_shapes(x, taps, up)
-        y = torch.empty((n, c_out, h * (1 + up), w * (1 + up)), dtype=x.dtype, device=x.device,
-                        memory_format=_memory_format(x))
-        bp, bk, bj = _blocks(h, w, c_in, c_conv)
-        grid = (triton.cdiv(h * w, bp), n, triton.cdiv(c_conv, bj))
-        wrap_triton(_styled_forward_kernel)[grid](
-            x, style, taps, scale, bias, noise, y, h, w, w * (1 + up), c_in, c_conv, c_out, clamp,
-            *x.stride(), *y.stride(), UP=up, CLAMP=clamp > 0, BP=bp, BK=bk, BJ=bj, DOT_F32=INTERPRET,
-            num_warps=NUM_WARPS)
-        return y
+        return _styled_conv_op(x, style, taps, scale, bias, noise, up, clamp)[0]
 
-    def _output_grad_fake(gy, x, style, taps, scale, bias, noise, up, clamp):  # noqa: ANN001, ANN202
-        n, _, h, w, c_conv, c_out = _conv_shapes(x, taps, up)
-        return taps.new_empty((n, h, w, c_conv)), scale.new_empty((n, c_out))
+    def _output_grad_fake(gy, out, scale, bias, noise, up, clamp):  # noqa: ANN001, ANN202
+        return torch.empty_like(out), scale.new_empty(scale.shape)
 
     @_custom_op("styled_conv_output_grad", _output_grad_fake)
-    def styled_conv_output_grad(gy: torch.Tensor, x: torch.Tensor, style: torch.Tensor, taps: torch.Tensor,
-                                scale: torch.Tensor, bias: torch.Tensor, noise: torch.Tensor, up: bool,
-                                clamp: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """The gradient at the convolution's output, (N, H, W, C_out') in the taps' dtype, and dL/dscale."""
-        n, c_in, h, w, c_conv, c_out = _conv_shapes(x, taps, up)
-        bp, bk, bj = _blocks(h, w, c_in, c_conv)
+    def styled_conv_output_grad(gy: torch.Tensor, out: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
+                                noise: torch.Tensor, up: bool, clamp: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The gradient at the convolution's output ``out`` (N, H, W, C_out'), in its dtype, and dL/dscale."""
+        n, h, w, c_conv = out.shape
+        c_out = c_conv // 4 if up else c_conv
+        bj = max(16, min(64, triton.next_power_of_2(c_conv)))  # pointwise: whole pixels' channels where they fit
+        bp = max(16, min(TILE_ELEMENTS // bj, triton.next_power_of_2(h * w)))
         tiles = triton.cdiv(h * w, bp)
-        gz = torch.empty((n, h, w, c_conv), dtype=taps.dtype, device=x.device)
-        g_scale = torch.empty((n, tiles, c_conv), dtype=torch.float32, device=x.device)
+        gz = torch.empty_like(out)
+        g_scale = torch.empty((n, tiles, c_conv), dtype=torch.float32, device=out.device)
         wrap_triton(_styled_output_grad_kernel)[(tiles, n, triton.cdiv(c_conv, bj))](
-            x, style, taps, scale, bias, noise, gy, gz, g_scale, h, w, w * (1 + up), c_in, c_conv, c_out, clamp,
-            *x.stride(), *gy.stride(), UP=up, CLAMP=clamp > 0, BP=bp, BK=bk, BJ=bj, DOT_F32=INTERPRET,
-            num_warps=NUM_WARPS)
+            out, scale, bias, noise, gy, gz, g_scale, h, w, w * (1 + up), c_conv, c_out, clamp, *gy.stride(),
+            UP=up, CLAMP=clamp > 0, BP=bp, BJ=bj, DOT_F32=INTERPRET, num_warps=NUM_WARPS)
         g_scale = g_scale.sum(1)
         if up:  # the four phases of each output channel
             g_scale = g_scale.view(n, c_out, 4).sum(2)
@@ -332,16 +352,17 @@ if AVAILABLE:
 
     def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
         x, style, taps, scale, bias, noise, up, clamp = inputs
-        ctx.save_for_backward(x, style, taps, scale, bias, noise)
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(x, style, taps, scale, bias, noise, output[1])
         ctx.up, ctx.clamp = up, clamp
 
-    def _backward(ctx, gy):  # noqa: ANN001, ANN202
-        x, style, taps, scale, bias, noise = ctx.saved_tensors
-        gz, g_scale = styled_conv_output_grad(gy, x, style, taps, scale, bias, noise, ctx.up, ctx.clamp)
+    def _backward(ctx, gy, _g_out):  # noqa: ANN001, ANN202
+        x, style, taps, scale, bias, noise, out = ctx.saved_tensors
+        gz, g_scale = styled_conv_output_grad(gy, out, scale, bias, noise, ctx.up, ctx.clamp)
         g_x, g_style = styled_conv_input_grad(gz, x, style, taps)
         return g_x, g_style.to(style.dtype), None, g_scale.to(scale.dtype), None, None, None, None
 
-    styled_conv.register_autograd(_backward, setup_context=_setup_context)
+    _styled_conv_op.register_autograd(_backward, setup_context=_setup_context)
 
     @triton.jit
     def _rgb_forward_kernel(x_ptr, s_ptr, w_ptr, out_ptr, HW, CIN, sxn, sxc, sxp, son, soc,

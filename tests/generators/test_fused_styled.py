@@ -189,13 +189,19 @@ def test_fused_rgb_layer_matches_the_unfused_one(fused, c_in, side, layout):
     _assert_as_accurate(errors)
 
 
-def test_fused_path_is_off_by_default_and_for_unsupported_layers():
+def test_fused_path_is_off_by_default_and_for_unsupported_layers(monkeypatch):
     if os.environ.get("BENCH_FUSED_STYLED") is None:
         assert not fused_styled.ENABLED
+    monkeypatch.setattr(fused_styled, "ENABLED", True)
     x = torch.zeros(1, 16, 4, 4)
+    if INTERPRETED:  # the layers it does take
+        assert fused_styled.supported(x, torch.float32, 64, 64, 3, "plain")
+        assert fused_styled.supported(x, torch.bfloat16, 16, 32, 3, "polyphase")
     for mode in ("two-step", "transposed", "stencil"):
         assert not fused_styled.supported(x, torch.float32, 16, 16, 3, mode)
     assert not fused_styled.supported(x, torch.float32, 16, 16, 1, "plain")  # 1x1 (the RGB layers)
+    assert not fused_styled.supported(x, torch.float32, 128, 64, 3, "plain")  # cuDNN keeps the wide layers
+    assert not fused_styled.supported(x, torch.float16, 16, 16, 3, "plain")
 
 
 @pytest.mark.skipif(INTERPRETED or importlib.util.find_spec("triton") is None or torch.cuda.is_available(),
