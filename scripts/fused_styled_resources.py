@@ -28,14 +28,14 @@ from triton.compiler import ASTSource  # noqa: E402
 from bench.generators import fused_styled as fs  # noqa: E402
 
 BF16, F32 = "*bf16", "*fp32"
-STYLED_TYPES = {**dict.fromkeys(("x_ptr", "w_ptr", "y_ptr", "gy_ptr", "gz_ptr", "gx_ptr"), BF16),
+STYLED_TYPES = {**dict.fromkeys(("x_ptr", "w_ptr", "y_ptr", "out_ptr", "gy_ptr", "gz_ptr", "gx_ptr"), BF16),
                 **dict.fromkeys(("s_ptr", "scale_ptr", "bias_ptr", "noise_ptr", "gscale_ptr", "gs_ptr"), F32),
                 "clamp": "fp32"}
 RGB_TYPES = {"x_ptr": BF16, "gx_ptr": BF16, **dict.fromkeys(("s_ptr", "w_ptr", "out_ptr", "g_ptr", "gs_ptr"), F32)}
-# (name, C_in, C_out, input side, up): the layers whose maps are largest, as in scripts/fused_styled_timing.py
+# (name, C_in, C_out, input side, up): layers the kernels take (at most fused_styled.MAX_CHANNELS channels)
 SHAPES = [("world 256 plain", 16, 16, 256, False), ("world 256 up", 32, 16, 128, True),
-          ("world 16 plain", 256, 256, 16, False), ("config-f 1024 plain", 32, 32, 1024, False),
-          ("config-f 1024 up", 64, 32, 512, True), ("config-f 64 up", 512, 512, 32, True)]
+          ("world 64 plain", 64, 64, 64, False), ("config-f 1024 plain", 32, 32, 1024, False),
+          ("config-f 1024 up", 64, 32, 512, True)]
 
 
 def resources(kernel, types: dict, consts: dict, target: GPUTarget, warps: int) -> str:  # noqa: ANN001
@@ -65,8 +65,9 @@ def main() -> None:  # noqa: D103
         rbp, rbk = fs._rgb_blocks(side * side, c_out)
         for warps in (int(w) for w in (args.warps or str(fs.NUM_WARPS)).split(",")):
             tiles = {"BP": bp, "BK": bk, "BJ": bj, "DOT_F32": False}
+            pointwise = {"BP": fs.TILE_ELEMENTS // min(64, c_conv), "BJ": min(64, c_conv), "DOT_F32": False}
             rows = [("forward", fs._styled_forward_kernel, {**tiles, "UP": up, "CLAMP": False}),
-                    ("output grad", fs._styled_output_grad_kernel, {**tiles, "UP": up, "CLAMP": False}),
+                    ("output grad", fs._styled_output_grad_kernel, {**pointwise, "UP": up, "CLAMP": False}),
                     ("input grad", fs._styled_input_grad_kernel, tiles)]
             if not up:  # the RGB layers read the plain layers' outputs
                 rows += [("rgb forward", fs._rgb_forward_kernel, {"BP": rbp, "BK": rbk}),

@@ -9,8 +9,8 @@ after warm-up, one step = the layer's forward and the gradients of x and w:
 - ``fused``: :mod:`bench.generators.fused_styled` (``BENCH_FUSED_STYLED``'s path), eager: three Triton kernels.
 
 It prints microseconds per image and the bandwidth the fused kernels would use if they moved only what they must
-(x read by each of the three kernels, dL/dx written, y written, dL/dy read, dL/dconv written and read: 2 bytes
-per element in bf16), and checks the fused result against the eager one (relative error of
+(x read twice, dL/dx written, y written, the convolution's output and dL/dconv written and read, dL/dy read:
+2 bytes per element in bf16), and checks the fused result against the eager one (relative error of
 the output and the gradients). Writes a JSON list with ``--out``.
 
     python scripts/fused_styled_timing.py --out fused_layers.json
@@ -90,9 +90,9 @@ def main() -> None:  # noqa: D103
             row["fused_vs_eager_rel_error"] = [
                 round(((a.float() - b.float()).norm() / b.float().norm()).item(), 5)
                 for a, b in zip(results["fused"], results["eager"], strict=True)]
-        # x read by each of the three kernels and dL/dx written; y written, dL/dy read, dL/dconv written and read
-        # (dL/dconv has as many elements as y, the four phases of an up-convolution at the input's side)
-        must = 2 * batch * (4 * c_in * side * side + 4 * c_out * out_side * out_side)
+        # x read twice and dL/dx written; y written, the convolution's output written and read, dL/dy read, dL/dconv
+        # written and read (the convolution's output and dL/dconv have as many elements as y)
+        must = 2 * batch * (3 * c_in * side * side + 6 * c_out * out_side * out_side)
         row["fused_bytes_per_image"] = must // batch
         if "fused_us_per_image" in row:
             rate = must / batch / (row["fused_us_per_image"] * 1e-6)
