@@ -106,6 +106,18 @@ if AVAILABLE:
         return v.to(dtype)
 
     @triton.jit
+    def _pixels(pid, H, W, BP: tl.constexpr):
+        """Program ``pid``'s BP pixels of an H x W map: flat indices, their mask, rows and columns."""
+        p = pid * BP + tl.arange(0, BP)
+        return p, p < H * W, p // W, p % W
+
+    @triton.jit
+    def _block(pid, C, B: tl.constexpr):
+        """Program ``pid``'s B channels of C, and their mask."""
+        c = pid * B + tl.arange(0, B)
+        return c, c < C
+
+    @triton.jit
     def _modulated_conv_tile(x_ptr, s_ptr, w_ptr, n, h, w, pmask, j, H, W, CIN, COUT,
                              sxn, sxc, sxh, sxw,
                              BP: tl.constexpr, BK: tl.constexpr, BJ: tl.constexpr, DOT_F32: tl.constexpr):
@@ -161,11 +173,8 @@ if AVAILABLE:
                                UP: tl.constexpr, CLAMP: tl.constexpr,
                                BP: tl.constexpr, BK: tl.constexpr, BJ: tl.constexpr, DOT_F32: tl.constexpr):
         pid_p, n, pid_j = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        p = pid_p * BP + tl.arange(0, BP)
-        pmask = p < H * W
-        h, w = p // W, p % W
-        j = pid_j * BJ + tl.arange(0, BJ)
-        jmask = j < COUT
+        p, pmask, h, w = _pixels(pid_p, H, W, BP)
+        j, jmask = _block(pid_j, COUT, BJ)
         acc = _modulated_conv_tile(x_ptr, s_ptr, w_ptr, n, h, w, pmask, j, H, W, CIN, COUT,
                                    sxn, sxc, sxh, sxw, BP, BK, BJ, DOT_F32)
         mask = pmask[:, None] & jmask[None, :]
@@ -187,11 +196,8 @@ if AVAILABLE:
                                    UP: tl.constexpr, CLAMP: tl.constexpr, BP: tl.constexpr, BJ: tl.constexpr,
                                    DOT_F32: tl.constexpr):
         pid_p, n, pid_j = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        p = pid_p * BP + tl.arange(0, BP)
-        pmask = p < H * W
-        h, w = p // W, p % W
-        j = pid_j * BJ + tl.arange(0, BJ)
-        jmask = j < COUT
+        p, pmask, h, w = _pixels(pid_p, H, W, BP)
+        j, jmask = _block(pid_j, COUT, BJ)
         mask = pmask[:, None] & jmask[None, :]
         at = (n.to(tl.int64) * H * W + p[:, None]) * COUT + j[None, :]  # (N, H W, C_out') at the conv's pixels
         out = tl.load(out_ptr + at, mask=mask, other=0.0).to(tl.float32)
@@ -214,11 +220,8 @@ if AVAILABLE:
                                   sxn, sxc, sxh, sxw, sgn, sgc, sgh, sgw,
                                   BP: tl.constexpr, BK: tl.constexpr, BJ: tl.constexpr, DOT_F32: tl.constexpr):
         pid_p, n, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        p = pid_p * BP + tl.arange(0, BP)
-        pmask = p < H * W
-        h, w = p // W, p % W
-        k = pid_k * BK + tl.arange(0, BK)
-        kmask = k < CIN
+        p, pmask, h, w = _pixels(pid_p, H, W, BP)
+        k, kmask = _block(pid_k, CIN, BK)
         acc = tl.zeros((BP, BK), dtype=tl.float32)
         gz_img = gz_ptr + n.to(tl.int64) * H * W * COUT
         for j0 in range(0, COUT, BJ):
