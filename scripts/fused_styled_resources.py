@@ -57,9 +57,10 @@ def main() -> None:  # noqa: D103
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--arch", type=int, default=90)
     ap.add_argument("--warps", default=None, help="default: the launchers' (fused_styled.NUM_WARPS)")
+    ap.add_argument("--shapes", type=int, default=len(SHAPES), help="only the first N layer shapes")
     args = ap.parse_args()
     target = GPUTarget("cuda", args.arch, 32)
-    for name, c_in, c_out, side, up in SHAPES:
+    for name, c_in, c_out, side, up in SHAPES[:args.shapes]:
         c_conv = c_out * 4 if up else c_out
         bp, bk, bj = fs._blocks(side, side, c_in, c_conv)
         rbp, rbk = fs._rgb_blocks(side * side, c_out)

@@ -11,6 +11,7 @@ as the unfused one (a wrong index or a missing term gives errors of the size of 
 """
 
 import importlib.util
+import inspect
 import os
 import subprocess
 import sys
@@ -213,6 +214,75 @@ def test_runs_under_the_interpreter():
                           text=True, timeout=900, cwd=Path(__file__).resolve().parents[2], check=False)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "skipped" not in proc.stdout.splitlines()[-1], proc.stdout[-2000:]
+
+
+def trace_cuda_ops():
+    """Trace the ops' CUDA path (Triton ops, real kernels) with fake CUDA tensors: what torch.compile does first.
+
+    Run by :func:`test_the_cuda_ops_trace_with_fake_tensors` in a child process with ``BENCH_FUSED_STYLED=1``
+    and no interpreter, so that the kernels are Triton's JIT functions, as on the GPU.
+    """
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    assert fused_styled.AVAILABLE and not fused_styled.INTERPRET
+    launched = []
+    real_wrap = fused_styled.wrap_triton
+
+    def checked_wrap(kernel):  # each launch's arguments must bind to its kernel's parameters, as Triton's would
+        def at(grid):
+            def launch(*args, num_warps=None, **kwargs):
+                inspect.signature(kernel.fn).bind(*args, **kwargs)
+                launched.append(kernel.fn.__name__)
+                return real_wrap(kernel)[grid](*args, num_warps=num_warps, **kwargs)
+            return launch
+        return type("Checked", (), {"__getitem__": lambda self, grid: at(grid)})()
+
+    fused_styled.wrap_triton = checked_wrap
+    with FakeTensorMode():
+        x = torch.empty(4, 16, 8, 8, device="cuda", dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+        style, scale = torch.empty(4, 16, device="cuda"), torch.empty(4, 16, device="cuda")
+        taps = torch.empty(9, 16, 64, device="cuda", dtype=torch.bfloat16)
+        bias, noise, rgb_weight = (torch.empty(16, device="cuda"), torch.empty(16, 16, device="cuda"),
+                                   torch.empty(3, 16, device="cuda"))
+
+    def step(x, style, scale):
+        y, out = fused_styled._styled_conv_op(x, style, taps, scale, bias, noise, True, 0.0)
+        gz, g_scale = fused_styled.styled_conv_output_grad(torch.ones_like(y), out, scale, bias, noise, True, 0.0)
+        g_x, g_style = fused_styled.styled_conv_input_grad(gz, x, style, taps)
+        rgb = fused_styled.modulated_rgb(y, style, rgb_weight)
+        g_y, g_rgb_style = fused_styled.modulated_rgb_backward(rgb, y, style, rgb_weight)
+        return y, out, gz, g_scale, g_x, g_style, rgb, g_y, g_rgb_style
+
+    graph = make_fx(step, tracing_mode="fake")(x, style, scale)
+    shapes = [tuple(node.meta["val"].shape) for node in graph.graph.find_nodes(op="output")[0].args[0]]
+    assert shapes == [(4, 16, 16, 16), (4, 64, 64), (4, 64, 64), (4, 16), (4, 16, 8, 8), (4, 16), (4, 3, 16, 16),
+                      (4, 16, 16, 16), (4, 16)], shapes
+    ops = {str(node.target) for node in graph.graph.nodes if node.op == "call_function"}
+    assert {f"bench.{name}.default" for name in ("styled_conv", "styled_conv_output_grad", "styled_conv_input_grad",
+                                                "modulated_rgb", "modulated_rgb_backward")} <= ops, ops
+    assert len(set(launched)) == 5, launched
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs Triton")
+def test_the_cuda_ops_trace_with_fake_tensors():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | {"BENCH_FUSED_STYLED": "1"}
+    code = "from tests.generators.test_fused_styled import trace_cuda_ops; trace_cuda_ops(); print('traced')"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600,
+                          cwd=Path(__file__).resolve().parents[2], check=False)
+    assert proc.returncode == 0 and "traced" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-4000:]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs Triton")
+def test_the_kernels_compile_for_sm90():
+    """Triton compiles every kernel ahead of time for sm_90 (H100, H200) with the ptxas its wheel ships."""
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "scripts/fused_styled_resources.py", "--shapes", "2"], cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    lines = [line for line in proc.stdout.splitlines() if "REG:" in line]
+    assert len(lines) == 8, proc.stdout  # the world's two 256 px layers: 3 kernels each, and the RGB layer's 2
 
 
 @pytest.mark.gpu
