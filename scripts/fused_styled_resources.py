@@ -65,14 +65,14 @@ def main() -> None:  # noqa: D103
         bp, bk, bj = fs._blocks(side, side, c_in, c_conv)
         rbp, rbk = fs._rgb_blocks(side * side, c_out)
         for warps in (int(w) for w in (args.warps or str(fs.NUM_WARPS)).split(",")):
-            tiles = {"BP": bp, "BK": bk, "BJ": bj, "DOT_F32": False}
-            pointwise = {"BP": fs.TILE_ELEMENTS // min(64, c_conv), "BJ": min(64, c_conv), "DOT_F32": False}
+            tiles = {"BP": bp, "BK": bk, "BJ": bj, "INTERPRETED": False}
+            pointwise = {"BP": fs.TILE_ELEMENTS // min(64, c_conv), "BJ": min(64, c_conv), "INTERPRETED": False}
             rows = [("forward", fs._styled_forward_kernel, {**tiles, "UP": up, "CLAMP": False}),
                     ("output grad", fs._styled_output_grad_kernel, {**pointwise, "UP": up, "CLAMP": False}),
                     ("input grad", fs._styled_input_grad_kernel, tiles)]
             if not up:  # the RGB layers read the plain layers' outputs
                 rows += [("rgb forward", fs._rgb_forward_kernel, {"BP": rbp, "BK": rbk}),
-                         ("rgb backward", fs._rgb_backward_kernel, {"BP": rbp, "BK": rbk, "DOT_F32": False})]
+                         ("rgb backward", fs._rgb_backward_kernel, {"BP": rbp, "BK": rbk, "INTERPRETED": False})]
             for what, kernel, consts in rows:
                 types = RGB_TYPES if what.startswith("rgb") else STYLED_TYPES
                 tile = ",".join(f"{k}={v}" for k, v in consts.items() if k.startswith("B"))

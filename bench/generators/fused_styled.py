@@ -56,7 +56,6 @@ if ENABLED or INTERPRET:  # Triton is imported (about 70 ms) only where the kern
     except ImportError:  # pragma: no cover - torch's CUDA wheels bring Triton; without it the option is off
         triton = None
 AVAILABLE = triton is not None
-NEGATIVE_SLOPE = 0.2
 
 
 def supported(x: torch.Tensor, compute_dtype: torch.dtype, in_ch: int, out_ch: int, kernel_size: int,
@@ -89,9 +88,9 @@ def weight_taps(weight: torch.Tensor) -> torch.Tensor:
 if AVAILABLE:
 
     @triton.jit
-    def _dot(a, b, DOT_F32: tl.constexpr):
+    def _dot(a, b, INTERPRETED: tl.constexpr):
         """The product a @ b with float32 sums (in float32 under the interpreter, whose bf16 dot is wrong)."""
-        if DOT_F32:
+        if INTERPRETED:
             return tl.dot(a.to(tl.float32), b.to(tl.float32))
         return tl.dot(a, b)
 
@@ -120,7 +119,7 @@ if AVAILABLE:
     @triton.jit
     def _modulated_conv_tile(x_ptr, s_ptr, w_ptr, n, h, w, pmask, j, H, W, CIN, COUT,
                              sxn, sxc, sxh, sxw,
-                             BP: tl.constexpr, BK: tl.constexpr, BJ: tl.constexpr, DOT_F32: tl.constexpr):
+                             BP: tl.constexpr, BK: tl.constexpr, BJ: tl.constexpr, INTERPRETED: tl.constexpr):
         """(BP, BJ) float32: the 3x3 convolution (padding 1) of ``x * s`` at pixels (h, w), output channels j."""
         acc = tl.zeros((BP, BJ), dtype=tl.float32)
         x_img = x_ptr + n.to(tl.int64) * sxn
@@ -136,10 +135,10 @@ if AVAILABLE:
                 xt = tl.load(x_img + hh[:, None] * sxh + ww[:, None] * sxw + k[None, :] * sxc,
                              mask=inside[:, None] & kmask[None, :], other=0.0)
                 # the modulated input, rounded to the taps' dtype as the unfused path's product is
-                xs = _cast(xt.to(tl.float32) * s[None, :], w_ptr.dtype.element_ty, DOT_F32)
+                xs = _cast(xt.to(tl.float32) * s[None, :], w_ptr.dtype.element_ty, INTERPRETED)
                 wt = tl.load(w_ptr + t * CIN * COUT + k[:, None] * COUT + j[None, :],
                              mask=kmask[:, None] & jmask[None, :], other=0.0)
-                acc += _dot(xs, wt, DOT_F32)
+                acc += _dot(xs, wt, INTERPRETED)
         return acc
 
     @triton.jit
@@ -171,15 +170,15 @@ if AVAILABLE:
                                H, W, WO, CIN, COUT, COUT_OUT, clamp,
                                sxn, sxc, sxh, sxw, syn, syc, syh, syw,
                                UP: tl.constexpr, CLAMP: tl.constexpr,
-                               BP: tl.constexpr, BK: tl.constexpr, BJ: tl.constexpr, DOT_F32: tl.constexpr):
+                               BP: tl.constexpr, BK: tl.constexpr, BJ: tl.constexpr, INTERPRETED: tl.constexpr):
         pid_p, n, pid_j = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         p, pmask, h, w = _pixels(pid_p, H, W, BP)
         j, jmask = _block(pid_j, COUT, BJ)
         acc = _modulated_conv_tile(x_ptr, s_ptr, w_ptr, n, h, w, pmask, j, H, W, CIN, COUT,
-                                   sxn, sxc, sxh, sxw, BP, BK, BJ, DOT_F32)
+                                   sxn, sxc, sxh, sxw, BP, BK, BJ, INTERPRETED)
         mask = pmask[:, None] & jmask[None, :]
         # the convolution's output, rounded as the unfused path's, kept (N, H W, C_out') for the backward pass
-        out = _cast(acc, out_ptr.dtype.element_ty, DOT_F32)
+        out = _cast(acc, out_ptr.dtype.element_ty, INTERPRETED)
         tl.store(out_ptr + (n.to(tl.int64) * H * W + p[:, None]) * COUT + j[None, :], out, mask=mask)
         o, oh, ow = _output_places(j, h, w, COUT, UP)
         z, _ = _pre_activation(out.to(tl.float32), scale_ptr, bias_ptr, noise_ptr, n, o, oh, ow, mask, jmask, WO,
@@ -188,13 +187,13 @@ if AVAILABLE:
         if CLAMP:
             y = tl.minimum(tl.maximum(y, -clamp), clamp)
         tl.store(y_ptr + n.to(tl.int64) * syn + o[None, :] * syc + oh * syh + ow * syw,
-                 _cast(y, y_ptr.dtype.element_ty, DOT_F32), mask=mask)
+                 _cast(y, y_ptr.dtype.element_ty, INTERPRETED), mask=mask)
 
     @triton.jit
     def _styled_output_grad_kernel(out_ptr, scale_ptr, bias_ptr, noise_ptr, gy_ptr, gz_ptr, gscale_ptr,
                                    H, W, WO, COUT, COUT_OUT, clamp, sgn, sgc, sgh, sgw,
                                    UP: tl.constexpr, CLAMP: tl.constexpr, BP: tl.constexpr, BJ: tl.constexpr,
-                                   DOT_F32: tl.constexpr):
+                                   INTERPRETED: tl.constexpr):
         pid_p, n, pid_j = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         p, pmask, h, w = _pixels(pid_p, H, W, BP)
         j, jmask = _block(pid_j, COUT, BJ)
@@ -205,7 +204,7 @@ if AVAILABLE:
         z, scale = _pre_activation(out, scale_ptr, bias_ptr, noise_ptr, n, o, oh, ow, mask, jmask, WO, COUT_OUT)
         gy = tl.load(gy_ptr + n.to(tl.int64) * sgn + o[None, :] * sgc + oh * sgh + ow * sgw, mask=mask, other=0.0)
         # the leaky ReLU's derivative, rounded in gy's dtype as torch's leaky_relu_backward is
-        gz = tl.where(z > 0, gy, _cast(gy.to(tl.float32) * 0.2, gy.dtype, DOT_F32)).to(tl.float32)
+        gz = tl.where(z > 0, gy, _cast(gy.to(tl.float32) * 0.2, gy.dtype, INTERPRETED)).to(tl.float32)
         if CLAMP:
             y = tl.where(z > 0, z, z * 0.2)
             gz = tl.where((y < clamp) & (y > -clamp), gz, 0.0)
@@ -213,12 +212,12 @@ if AVAILABLE:
         # dL/dscale[n, j] over this tile's pixels; the tiles' rows are added by torch
         tl.store(gscale_ptr + (n.to(tl.int64) * tl.num_programs(0) + pid_p) * COUT + j, tl.sum(gz * out, axis=0),
                  mask=jmask)
-        tl.store(gz_ptr + at, _cast(gz * scale[None, :], gz_ptr.dtype.element_ty, DOT_F32), mask=mask)
+        tl.store(gz_ptr + at, _cast(gz * scale[None, :], gz_ptr.dtype.element_ty, INTERPRETED), mask=mask)
 
     @triton.jit
     def _styled_input_grad_kernel(gz_ptr, x_ptr, s_ptr, w_ptr, gx_ptr, gs_ptr, H, W, CIN, COUT,
                                   sxn, sxc, sxh, sxw, sgn, sgc, sgh, sgw,
-                                  BP: tl.constexpr, BK: tl.constexpr, BJ: tl.constexpr, DOT_F32: tl.constexpr):
+                                  BP: tl.constexpr, BK: tl.constexpr, BJ: tl.constexpr, INTERPRETED: tl.constexpr):
         pid_p, n, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         p, pmask, h, w = _pixels(pid_p, H, W, BP)
         k, kmask = _block(pid_k, CIN, BK)
@@ -236,7 +235,7 @@ if AVAILABLE:
                             mask=inside[:, None] & jmask[None, :], other=0.0)
                 wt = tl.load(w_ptr + t * CIN * COUT + k[None, :] * COUT + j[:, None],
                              mask=kmask[None, :] & jmask[:, None], other=0.0)
-                acc += _dot(g, wt, DOT_F32)
+                acc += _dot(g, wt, INTERPRETED)
         mask = pmask[:, None] & kmask[None, :]
         x = tl.load(x_ptr + n.to(tl.int64) * sxn + k[None, :] * sxc + h[:, None] * sxh + w[:, None] * sxw,
                     mask=mask, other=0.0).to(tl.float32)
@@ -244,7 +243,7 @@ if AVAILABLE:
                  mask=kmask)
         s = tl.load(s_ptr + n * CIN + k, mask=kmask, other=0.0).to(tl.float32)
         tl.store(gx_ptr + n.to(tl.int64) * sgn + k[None, :] * sgc + h[:, None] * sgh + w[:, None] * sgw,
-                 _cast(acc * s[None, :], gx_ptr.dtype.element_ty, DOT_F32), mask=mask)
+                 _cast(acc * s[None, :], gx_ptr.dtype.element_ty, INTERPRETED), mask=mask)
 
     # Warps per program, and elements per program's tile. Compiled for sm_90 (scripts/fused_styled_resources.py),
     # larger tiles spill registers to local memory; the taps run as a loop, since unrolled the compiler kept
@@ -304,7 +303,7 @@ if AVAILABLE:
         grid = (triton.cdiv(h * w, bp), n, triton.cdiv(c_conv, bj))
         wrap_triton(_styled_forward_kernel)[grid](
             x, style, taps, scale, bias, noise, y, out, h, w, w * (1 + up), c_in, c_conv, c_out, clamp,
-            *x.stride(), *y.stride(), UP=up, CLAMP=clamp > 0, BP=bp, BK=bk, BJ=bj, DOT_F32=INTERPRET,
+            *x.stride(), *y.stride(), UP=up, CLAMP=clamp > 0, BP=bp, BK=bk, BJ=bj, INTERPRETED=INTERPRET,
             num_warps=NUM_WARPS)
         return y, out
 
@@ -335,7 +334,7 @@ if AVAILABLE:
         g_scale = torch.empty((n, tiles, c_conv), dtype=torch.float32, device=out.device)
         wrap_triton(_styled_output_grad_kernel)[(tiles, n, triton.cdiv(c_conv, bj))](
             out, scale, bias, noise, gy, gz, g_scale, h, w, w * (1 + up), c_conv, c_out, clamp, *gy.stride(),
-            UP=up, CLAMP=clamp > 0, BP=bp, BJ=bj, DOT_F32=INTERPRET, num_warps=NUM_WARPS)
+            UP=up, CLAMP=clamp > 0, BP=bp, BJ=bj, INTERPRETED=INTERPRET, num_warps=NUM_WARPS)
         g_scale = g_scale.sum(1)
         if up:  # the four phases of each output channel
             g_scale = g_scale.view(n, c_out, 4).sum(2)
@@ -355,7 +354,7 @@ if AVAILABLE:
         g_style = torch.empty((n, tiles, c_in), dtype=torch.float32, device=x.device)
         wrap_triton(_styled_input_grad_kernel)[(tiles, n, triton.cdiv(c_in, bk))](
             gz, x, style, taps, g_x, g_style, h, w, c_in, c_conv, *x.stride(), *g_x.stride(),
-            BP=bp, BK=bk, BJ=bj, DOT_F32=INTERPRET, num_warps=NUM_WARPS)
+            BP=bp, BK=bk, BJ=bj, INTERPRETED=INTERPRET, num_warps=NUM_WARPS)
         return g_x, g_style.sum(1)
 
     def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
@@ -397,7 +396,7 @@ if AVAILABLE:
 
     @triton.jit
     def _rgb_backward_kernel(g_ptr, x_ptr, s_ptr, w_ptr, gx_ptr, gs_ptr, HW, CIN, sgn, sgc, sxn, sxc, sxp,
-                             BP: tl.constexpr, BK: tl.constexpr, DOT_F32: tl.constexpr):
+                             BP: tl.constexpr, BK: tl.constexpr, INTERPRETED: tl.constexpr):
         pid_p, n, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         p = pid_p * BP + tl.arange(0, BP)
         pmask = p < HW
@@ -416,7 +415,7 @@ if AVAILABLE:
         tl.store(gs_ptr + (n.to(tl.int64) * tl.num_programs(0) + pid_p) * CIN + k, tl.sum(gxs * x, axis=0),
                  mask=kmask)
         s = tl.load(s_ptr + n * CIN + k, mask=kmask, other=0.0)
-        tl.store(gx_ptr + offsets, _cast(gxs * s[None, :], gx_ptr.dtype.element_ty, DOT_F32), mask=mask)
+        tl.store(gx_ptr + offsets, _cast(gxs * s[None, :], gx_ptr.dtype.element_ty, INTERPRETED), mask=mask)
 
     def _rgb_blocks(hw: int, c_in: int) -> tuple[int, int]:
         bk = min(64, triton.next_power_of_2(c_in))
@@ -462,7 +461,7 @@ if AVAILABLE:
         g_style = torch.empty((n, tiles, c_in), dtype=torch.float32, device=x.device)
         wrap_triton(_rgb_backward_kernel)[(tiles, n, triton.cdiv(c_in, bk))](
             g, x, style, weight, g_x, g_style, h * w, c_in, g.stride(0), g.stride(1), x.stride(0), x.stride(1),
-            _pixel_stride(x), BP=bp, BK=bk, DOT_F32=INTERPRET, num_warps=NUM_WARPS)
+            _pixel_stride(x), BP=bp, BK=bk, INTERPRETED=INTERPRET, num_warps=NUM_WARPS)
         return g_x, g_style.sum(1)
 
     def _rgb_setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
