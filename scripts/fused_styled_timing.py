@@ -14,6 +14,7 @@ It prints microseconds per image and the bandwidth the fused kernels would use i
 the output and the gradients). Writes a JSON list with ``--out``.
 
     python scripts/fused_styled_timing.py --out fused_layers.json
+    python scripts/fused_styled_timing.py --only-fused --sweep 1024x4,1024x8,2048x4,4096x8,8192x8   # tile sizes
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ def main() -> None:  # noqa: D103
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--out", default=None)
     ap.add_argument("--bandwidth", type=float, default=3.35e12, help="bytes/s, for the share printed")
+    ap.add_argument("--sweep", default=None, help="tile elements x warps to time the fused kernels at, e.g. "
+                    "1024x4,2048x8,4096x8 (fused_styled.TILE_ELEMENTS, NUM_WARPS; the default's row is 'fused')")
+    ap.add_argument("--only-fused", action="store_true", help="time the fused kernels only (with --sweep)")
     args = ap.parse_args()
     layers.UPCONV = "polyphase"
     torch.backends.cudnn.benchmark = True
@@ -77,8 +81,14 @@ def main() -> None:  # noqa: D103
         row = {"layer": name, "c_in": c_in, "c_out": c_out, "side": side, "up": up, "batch": batch}
         results = {}
         compiled = torch.compile(_step)
-        for variant, fused, fn in (("eager", False, _step), ("compiled", False, compiled), ("fused", True, _step)):
+        variants = [] if args.only_fused else [("eager", False, _step, None), ("compiled", False, compiled, None)]
+        variants.append(("fused", True, _step, None))
+        for config in (args.sweep.split(",") if args.sweep else []):
+            variants.append((f"fused_{config}", True, _step, tuple(int(v) for v in config.split("x"))))
+        default_tiles = fused_styled.TILE_ELEMENTS, fused_styled.NUM_WARPS
+        for variant, fused, fn, tiles in variants:
             fused_styled.ENABLED = fused
+            fused_styled.TILE_ELEMENTS, fused_styled.NUM_WARPS = tiles or default_tiles
             try:
                 results[variant] = fn(layer, x, w, noise)
                 args_ = (layer, x, w, noise)
