@@ -32,9 +32,9 @@ anyway), with the backward pass written out; plain autograd kept also the modula
 pre-activation, and under bf16 a float32 copy of each RGB layer's input: 1457 against 582 MiB per image at
 1024 px, batch 2 (``scripts/saved_memory.py``, benchmarks/RESULTS.md). Trainable weights (the world's
 training) take the plain autograd path; ``BENCH_LEAN_BACKWARD=0`` forces it. Both are the same function, and their
-gradients agree to float64 rounding (tests/generators/test_lean_backward.py). With ``BENCH_FUSED_STYLED=1`` a
-frozen styled layer under bf16 on CUDA runs instead as three Triton kernels that keep the pointwise work in
-registers (:mod:`bench.generators.fused_styled`; an experiment, not yet timed on a GPU).
+gradients agree to float64 rounding (tests/generators/test_lean_backward.py). With ``BENCH_FUSED_STYLED=1`` the
+frozen styled layers of at most 64 channels and the RGB layers run under bf16 on CUDA as Triton kernels that keep
+the pointwise work in registers (:mod:`bench.generators.fused_styled`; an experiment, not yet timed on a GPU).
 """
 
 from __future__ import annotations
