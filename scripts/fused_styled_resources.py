@@ -7,7 +7,7 @@ and what each tile configuration costs in registers, spilled stack and shared me
 a memory-bound kernel cannot afford. The tile configurations are those :func:`fused_styled._blocks` picks for the
 256 px world's and config-f 1024²'s layers.
 
-    python scripts/fused_styled_resources.py [--arch 90] [--warps 4,8]   # default: the launchers' warps
+    python scripts/fused_styled_resources.py [--arch 90] [--warps 4,8] [--tile 8192]   # default: the launchers'
 """
 
 from __future__ import annotations
@@ -58,7 +58,10 @@ def main() -> None:  # noqa: D103
     ap.add_argument("--arch", type=int, default=90)
     ap.add_argument("--warps", default=None, help="default: the launchers' (fused_styled.NUM_WARPS)")
     ap.add_argument("--shapes", type=int, default=len(SHAPES), help="only the first N layer shapes")
+    ap.add_argument("--tile", type=int, default=None, help="elements per tile (default: the launchers', "
+                    "fused_styled.TILE_ELEMENTS)")
     args = ap.parse_args()
+    fs.TILE_ELEMENTS = args.tile or fs.TILE_ELEMENTS
     target = GPUTarget("cuda", args.arch, 32)
     for name, c_in, c_out, side, up in SHAPES[:args.shapes]:
         c_conv = c_out * 4 if up else c_out
@@ -66,7 +69,8 @@ def main() -> None:  # noqa: D103
         rbp, rbk = fs._rgb_blocks(side * side, c_out)
         for warps in (int(w) for w in (args.warps or str(fs.NUM_WARPS)).split(",")):
             tiles = {"BP": bp, "BK": bk, "BJ": bj, "INTERPRETED": False}
-            pointwise = {"BP": fs.TILE_ELEMENTS // min(64, c_conv), "BJ": min(64, c_conv), "INTERPRETED": False}
+            pbp, pbj = fs._pointwise_blocks(side, side, c_conv)
+            pointwise = {"BP": pbp, "BJ": pbj, "INTERPRETED": False}
             rows = [("forward", fs._styled_forward_kernel, {**tiles, "UP": up, "CLAMP": False}),
                     ("output grad", fs._styled_output_grad_kernel, {**pointwise, "UP": up, "CLAMP": False}),
                     ("input grad", fs._styled_input_grad_kernel, tiles)]

@@ -63,20 +63,19 @@ def supported(x: torch.Tensor, compute_dtype: torch.dtype, in_ch: int, out_ch: i
     """Whether a frozen styled layer on ``x`` runs as these kernels (``BENCH_FUSED_STYLED=1`` and bf16 CUDA)."""
     if not (ENABLED and AVAILABLE) or kernel_size != 3 or mode not in ("plain", "polyphase"):
         return False
-    if max(in_ch, out_ch) > MAX_CHANNELS:
-        return False
-    if x.is_cuda:
-        return compute_dtype == torch.bfloat16
-    return INTERPRET and x.device.type == "cpu" and compute_dtype in (torch.bfloat16, torch.float32)
+    return max(in_ch, out_ch) <= MAX_CHANNELS and _runs(x, compute_dtype)
 
 
 def rgb_supported(x: torch.Tensor) -> bool:
     """Whether a frozen RGB layer on ``x`` (bf16 on CUDA, or under the interpreter) runs as :func:`modulated_rgb`."""
-    if not (ENABLED and AVAILABLE):
-        return False
+    return ENABLED and AVAILABLE and _runs(x, x.dtype)
+
+
+def _runs(x: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether the kernels run on ``x``'s device in ``dtype``: bf16 on CUDA; bf16 or float32 under the interpreter."""
     if x.is_cuda:
-        return x.dtype == torch.bfloat16
-    return INTERPRET and x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float32)
+        return dtype == torch.bfloat16
+    return INTERPRET and x.device.type == "cpu" and dtype in (torch.bfloat16, torch.float32)
 
 
 def weight_taps(weight: torch.Tensor) -> torch.Tensor:
@@ -142,7 +141,7 @@ if AVAILABLE:
         return acc
 
     @triton.jit
-    def _output_places(j, h, w, COUT, UP: tl.constexpr):
+    def _output_places(j, h, w, UP: tl.constexpr):
         """Output channel o and the output pixel (oh, ow) of conv channel j at conv pixel (h, w).
 
         With UP, conv channel j = 4 o + 2 py + px is pixel-shuffled to (2 h + py, 2 w + px).
@@ -180,7 +179,7 @@ if AVAILABLE:
         # the convolution's output, rounded as the unfused path's, kept (N, H W, C_out') for the backward pass
         out = _cast(acc, out_ptr.dtype.element_ty, INTERPRETED)
         tl.store(out_ptr + (n.to(tl.int64) * H * W + p[:, None]) * COUT + j[None, :], out, mask=mask)
-        o, oh, ow = _output_places(j, h, w, COUT, UP)
+        o, oh, ow = _output_places(j, h, w, UP)
         z, _ = _pre_activation(out.to(tl.float32), scale_ptr, bias_ptr, noise_ptr, n, o, oh, ow, mask, jmask, WO,
                                COUT_OUT)
         y = tl.where(z > 0, z, z * 0.2)
@@ -200,7 +199,7 @@ if AVAILABLE:
         mask = pmask[:, None] & jmask[None, :]
         at = (n.to(tl.int64) * H * W + p[:, None]) * COUT + j[None, :]  # (N, H W, C_out') at the conv's pixels
         out = tl.load(out_ptr + at, mask=mask, other=0.0).to(tl.float32)
-        o, oh, ow = _output_places(j, h, w, COUT, UP)
+        o, oh, ow = _output_places(j, h, w, UP)
         z, scale = _pre_activation(out, scale_ptr, bias_ptr, noise_ptr, n, o, oh, ow, mask, jmask, WO, COUT_OUT)
         gy = tl.load(gy_ptr + n.to(tl.int64) * sgn + o[None, :] * sgc + oh * sgh + ow * sgw, mask=mask, other=0.0)
         # the leaky ReLU's derivative, rounded in gy's dtype as torch's leaky_relu_backward is
@@ -245,9 +244,8 @@ if AVAILABLE:
         tl.store(gx_ptr + n.to(tl.int64) * sgn + k[None, :] * sgc + h[:, None] * sgh + w[:, None] * sgw,
                  _cast(acc * s[None, :], gx_ptr.dtype.element_ty, INTERPRETED), mask=mask)
 
-    # Warps per program, and elements per program's tile. Compiled for sm_90 (scripts/fused_styled_resources.py),
-    # larger tiles spill registers to local memory; the taps run as a loop, since unrolled the compiler kept
-    # every tap's pointers live and spilled at every tile size tried
+    # Warps per program, and elements per program's tile: compiled for sm_90, no kernel spills registers at these
+    # (scripts/fused_styled_resources.py; --tile and --warps try others). The nine taps run as a loop, not unrolled
     NUM_WARPS = 8
     TILE_ELEMENTS = 2048
 
@@ -257,6 +255,11 @@ if AVAILABLE:
         bj = max(16, min(64, triton.next_power_of_2(c_out)))
         bp = max(16, min(TILE_ELEMENTS // max(bk, bj), triton.next_power_of_2(h * w)))
         return bp, bk, bj
+
+    def _pointwise_blocks(h: int, w: int, c_conv: int) -> tuple[int, int]:
+        """Tile sizes of the pointwise output-gradient pass: pixels, and channels (whole pixels where they fit)."""
+        bj = max(16, min(64, triton.next_power_of_2(c_conv)))
+        return max(16, min(TILE_ELEMENTS // bj, triton.next_power_of_2(h * w))), bj
 
     def _custom_op(name: str, fake):  # noqa: ANN001, ANN202
         """Register the decorated function as the op ``bench::name``, for Triton or for its interpreter.
@@ -293,7 +296,7 @@ if AVAILABLE:
         """:func:`styled_conv`'s output, and the convolution's (N, H W, C_out') in the taps' dtype (for backward).
 
         Three dimensions, not four: a compiled graph whose layout is forced channels-last would copy a 4-d
-        (N, H, W, C) map into another layout on its way between the ops (23 MiB per image-step on the world).
+        (N, H, W, C) map into another layout on its way between the ops (26 MiB per image-step on the world).
         """
         n, c_in, h, w, c_conv, c_out = _conv_shapes(x, taps, up)
         y = torch.empty((n, c_out, h * (1 + up), w * (1 + up)), dtype=x.dtype, device=x.device,
@@ -327,8 +330,7 @@ if AVAILABLE:
         n, _, c_conv = out.shape
         h, w = gy.shape[2] // (1 + up), gy.shape[3] // (1 + up)
         c_out = c_conv // 4 if up else c_conv
-        bj = max(16, min(64, triton.next_power_of_2(c_conv)))  # pointwise: whole pixels' channels where they fit
-        bp = max(16, min(TILE_ELEMENTS // bj, triton.next_power_of_2(h * w)))
+        bp, bj = _pointwise_blocks(h, w, c_conv)
         tiles = triton.cdiv(h * w, bp)
         gz = torch.empty_like(out)
         g_scale = torch.empty((n, tiles, c_conv), dtype=torch.float32, device=out.device)
